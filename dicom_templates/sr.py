@@ -1,0 +1,159 @@
+"""TID 1500 Measurement Report of a quantification, as a Comprehensive 3D SR.
+
+Document tree (groups in this order inside "Imaging Measurements"):
+
+1. muscle reference (TID 1411, segment 1): SUVmean, SUV SD, volume and the
+   "Background for Lesion to Background SUV Ratio" (DCM 126040);
+2. per lesion (TID 1411): SUVmax / SUVmean / SUVpeak (DCM 12640x with derivation Maximum,
+   Mean, Peak Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation);
+3. per lesion and threshold: hypoxic Volume, hypoxic fraction (private code) and the threshold
+   (DCM 122411), TID 1411 on the hypoxic segment, or TID 1501 if the sub-volume is empty;
+4. acquisition and method (TID 1501): tracer, nuclide, uptake time, SUV type, method.
+
+After it, a "Qualitative Evaluations" container holds the "No lesion found" finding and each
+warning as TEXT. The summary Secondary Capture, when given, is the report's Image Library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+
+from dicom_templates import codes, sr_groups
+from dicom_templates.seg import ordered_lesions, segment_numbers, sort_like_result
+from dicom_templates.uids import derive_uid
+from quant.results import StudyResult
+
+
+def _observation_context(manufacturer: str, version: str) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=derive_uid("hypoxnode", "device", manufacturer),
+        name="hypoxnode",
+        manufacturer_name=manufacturer,
+        model_name=f"hypoxnode {version}",
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept.from_code(codes.OBSERVER_DEVICE),
+            observer_identifying_attributes=device,
+        )
+    )
+
+
+def _groups(
+    result: StudyResult, seg: Dataset, sop_instance_uid: str, version: str
+) -> list[sr_groups.Group]:
+    numbers = segment_numbers(result)
+    pet_series = result.pet_series_instance_uid
+    muscle_info = numbers[("muscle", None, None)]
+    groups: list[sr_groups.Group] = [
+        sr_groups.muscle_group(
+            result.muscle, result.suv_type, seg, muscle_info, pet_series, version
+        )
+    ]
+    lesions = ordered_lesions(result)
+    for i, lesion in enumerate(lesions, start=1):
+        groups.append(
+            sr_groups.lesion_group(
+                i,
+                lesion,
+                result.suv_type,
+                seg,
+                numbers[("lesion", i, None)],
+                muscle_info,
+                pet_series,
+                version,
+            )
+        )
+    for i, lesion in enumerate(lesions, start=1):
+        for sub in lesion.hypoxic:
+            info = numbers.get(("hypoxic", i, float(sub.threshold)))
+            tracking_uid = derive_uid(sop_instance_uid, "hypoxic", str(i), f"{sub.threshold:g}")
+            groups.append(
+                sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version, tracking_uid)
+            )
+    groups.append(sr_groups.context_group(result, derive_uid(sop_instance_uid, "context"), version))
+    return groups
+
+
+def build_sr(
+    result: StudyResult,
+    pet_datasets: Sequence[Dataset],
+    seg: Dataset,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    instance_number: int = 1,
+    summary: Dataset | None = None,
+    manufacturer: str = "hypoxnode",
+    software_version: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 Measurement Report of a quantification.
+
+    Parameters
+    ----------
+    result
+        The quantification.
+    pet_datasets
+        The PET instances the figures were computed on (evidence; matched by SOPInstanceUID).
+    seg
+        The SEG built by :func:`dicom_templates.seg.build_seg` from the same ``result``.
+    series_instance_uid, sop_instance_uid, series_number, instance_number
+        Identity of the new instance.
+    summary
+        The rendered summary Secondary Capture, referenced from the report's Image Library.
+    manufacturer
+        Manufacturer of the SR and of the observer device.
+    software_version
+        SoftwareVersions and algorithm version; the installed hypoxnode version by default.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        Complete, unverified, final-state document.
+
+    Raises
+    ------
+    ValueError
+        If ``seg`` does not hold the segments :func:`segment_numbers` expects, or the PET
+        instances do not match the result.
+    """
+    sources = sort_like_result(result, pet_datasets)
+    expected = {info.number for info in segment_numbers(result).values()}
+    present = {int(item.SegmentNumber) for item in getattr(seg, "SegmentSequence", [])}
+    if expected != present:
+        raise ValueError(
+            f"seg: segment numbers {sorted(present)} do not match the result "
+            f"(expected {sorted(expected)}); build the SEG from the same result"
+        )
+    version = software_version or codes.software_version()
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(manufacturer, version),
+        procedure_reported=codes.PROCEDURE_PET,
+        imaging_measurements=_groups(result, seg, sop_instance_uid, version),
+        referenced_images=[summary] if summary is not None else None,
+    )
+    evaluations = sr_groups.report_evaluations(result, result.warnings)
+    if len(evaluations.ContentSequence) > 0:  # an empty container is a dciodvfy error
+        report[0].ContentSequence.append(evaluations)
+    evidence = [*sources, seg]
+    if summary is not None:
+        evidence.append(summary)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=manufacturer,
+        is_complete=True,
+        is_final=True,
+        series_description="hypoxnode measurement report",
+        software_versions=version,
+    )
+    sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
+    return sr

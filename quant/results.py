@@ -1,0 +1,149 @@
+"""Result records shared by the quantification pipeline, the DICOM builders and the service.
+
+Masks are boolean numpy arrays indexed ``[slice, row, column]`` on the PET grid, slices in the
+order of :attr:`StudyResult.pet_sop_instance_uids` (ascending position along the slice normal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SuvFacts:
+    """The header facts an SUV conversion used, for the report and the ``suv`` command.
+
+    Times are naive datetimes in the scanner's local time (DICOM DA/TM carry no zone).
+    """
+
+    units: str
+    decay_correction: str
+    suv_type: str
+    scan_reference_time: datetime | None
+    injection_time: datetime | None
+    uptake_time_s: float | None
+    injected_dose_bq: float | None
+    half_life_s: float | None
+    radionuclide: str | None
+    patient_weight_kg: float | None
+    patient_size_m: float | None
+    patient_sex: str | None
+    scale_factor: float
+    """SUV per (stored value x RescaleSlope + RescaleIntercept) of the first slice."""
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (datetimes in ISO 8601)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+            else:
+                out[key] = value
+        return out
+
+
+@dataclass
+class HypoxicSubvolume:
+    """Voxels of one lesion with SUV >= threshold x muscle SUVmean, connected to its maximum."""
+
+    threshold: float
+    volume_ml: float
+    fraction: float
+    mask: np.ndarray
+
+
+@dataclass
+class LesionResult:
+    """Figures of one lesion; ``mask`` is its VOI on the PET grid."""
+
+    suv_max: float
+    suv_mean: float
+    suv_peak: float
+    volume_ml: float
+    tm_max: float
+    tm_mean: float
+    hypoxic: list[HypoxicSubvolume]
+    mask: np.ndarray
+    source: str
+    """``"contour"`` (supplied RTSTRUCT/SEG ROI, name in ``label``) or ``"detected"``."""
+    label: str = ""
+    max_index: tuple[int, int, int] = (0, 0, 0)
+    """Voxel index (slice, row, column) of SUVmax."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The lesion entry of the ``quantify --json`` output."""
+        return {
+            "label": self.label,
+            "source": self.source,
+            "suv_max": self.suv_max,
+            "suv_mean": self.suv_mean,
+            "suv_peak": self.suv_peak,
+            "volume_ml": self.volume_ml,
+            "tm_max": self.tm_max,
+            "tm_mean": self.tm_mean,
+            "hypoxic": [
+                {"threshold": h.threshold, "volume_ml": h.volume_ml, "fraction": h.fraction}
+                for h in self.hypoxic
+            ],
+        }
+
+
+@dataclass
+class MuscleResult:
+    """The skeletal-muscle reference region."""
+
+    suv_mean: float
+    suv_sd: float
+    volume_ml: float
+    mask: np.ndarray
+    location: str
+    """Where it was placed, for a person, e.g. ``"thigh muscle, slices 12-20"``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The muscle entry of the ``quantify --json`` output."""
+        return {
+            "suv_mean": self.suv_mean,
+            "suv_sd": self.suv_sd,
+            "volume_ml": self.volume_ml,
+            "location": self.location,
+        }
+
+
+@dataclass
+class StudyResult:
+    """Everything one quantification produced."""
+
+    study_instance_uid: str
+    pet_series_instance_uid: str
+    pet_sop_instance_uids: list[str]
+    tracer: str
+    suv_type: str
+    suv: SuvFacts
+    muscle: MuscleResult
+    lesions: list[LesionResult]
+    voxel_volume_ml: float
+    method: dict[str, Any] = field(default_factory=dict)
+    """How the regions were found (names and parameters), for provenance."""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented ``hypoxnode quantify --json`` shape (lesions by SUVmax, highest first)."""
+        lesions = sorted(self.lesions, key=lambda les: les.suv_max, reverse=True)
+        return {
+            "study_instance_uid": self.study_instance_uid,
+            "pet_series_instance_uid": self.pet_series_instance_uid,
+            "tracer": self.tracer,
+            "suv_type": self.suv_type,
+            "muscle": self.muscle.to_json(),
+            "lesions": [les.to_json() for les in lesions],
+            "warnings": list(self.warnings),
+            "suv": self.suv.to_json(),
+            "method": self.method,
+        }

@@ -1,0 +1,146 @@
+"""The ``hypoxnode`` command: ``serve``, ``quantify``, ``suv`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from quant.errors import QuantificationError
+from service.config import Config, ConfigError, load_config
+from service.logs import configure_logging
+
+log = logging.getLogger("hypoxnode")
+
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_NOT_QUANTIFIABLE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hypoxnode`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "suv":
+        from service.suv_command import run_suv
+
+        return run_suv(args.rest)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"hypoxnode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    handler = {"serve": _serve, "quantify": _quantify, "demo": _demo}[args.command]
+    return int(handler(args, config))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hypoxnode",
+        description="DICOM node for hypoxia PET/CT quantification (64Cu-ATSM, FMISO, FAZA, FDG).",
+    )
+    sub = parser.add_subparsers(dest="command")
+    config_help = "TOML configuration file (default: $HYPOXNODE_CONFIG, else built-in defaults)"
+
+    serve = sub.add_parser("serve", help="run the DICOM node until SIGTERM/SIGINT")
+    serve.add_argument("--config", type=Path, help=config_help)
+
+    quantify = sub.add_parser("quantify", help="quantify the PET/CT study under a folder, offline")
+    quantify.add_argument("directory", type=Path)
+    quantify.add_argument("--json", action="store_true", help="print the figures as JSON")
+    quantify.add_argument("--config", type=Path, help=config_help)
+    quantify.add_argument(
+        "--output-dir", type=Path, help="also write the SEG, SR and summary objects here"
+    )
+
+    suv = sub.add_parser("suv", help="SUV conversion of one PET series (see `hypoxnode suv -h`)",
+                         add_help=False)
+    suv.add_argument("rest", nargs=argparse.REMAINDER)
+
+    demo = sub.add_parser("demo", help="a node on loopback, a synthetic 64Cu-ATSM study, figures")
+    demo.add_argument("--config", type=Path, help=config_help)
+    return parser
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from service.node import Node
+
+    configure_logging(config.log.level, config.log.json_lines)
+    node = Node(config)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        node.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        node.stop()
+        return EXIT_USAGE
+    stop.wait()
+    node.stop()
+    return EXIT_OK
+
+
+def _quantify(args: argparse.Namespace, config: Config) -> int:
+    from quant.pipeline import quantify
+    from service.processing import build_result_objects, encode
+    from service.report_text import format_table
+    from service.study_files import find_files, read_study
+
+    configure_logging("WARNING")
+    if not args.directory.is_dir():
+        return _refuse(args.json, f"not a folder: {args.directory}")
+    try:
+        files = read_study(find_files(args.directory))
+        quantified = quantify(files.pet, files.ct, files.structures, config.quant.to_settings())
+    except QuantificationError as exc:
+        return _refuse(args.json, str(exc))
+    quantified.result.warnings.extend(files.notes)
+    output = quantified.result.to_json()
+    if args.output_dir is not None:
+        objects = build_result_objects(quantified, config, generation=1)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for kind, dataset in (("SEG", objects.seg), ("SR", objects.sr), ("SC", objects.summary)):
+            path = args.output_dir / f"{kind}-{dataset.SOPInstanceUID}.dcm"
+            path.write_bytes(encode(dataset))
+            written.append(str(path))
+        output["outputs"] = written
+    if args.json:
+        print(json.dumps(output, indent=2))
+    else:
+        print(format_table(output))
+    return EXIT_OK
+
+
+def _refuse(as_json: bool, reason: str) -> int:
+    payload: dict[str, Any] = {"error": reason}
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        print(f"hypoxnode: cannot quantify: {reason}", file=sys.stderr)
+    return EXIT_NOT_QUANTIFIABLE
+
+
+def _demo(args: argparse.Namespace, config: Config) -> int:
+    from service.demo import run_demo
+
+    return run_demo(config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""Configuration: one TOML file, every key overridable by an environment variable.
+
+``HYPOXNODE_NODE__PORT=11112`` overrides ``[node] port``; nested keys are joined with ``__``.
+Environment variables win over the file, the file wins over the defaults. The configuration
+is validated when it is loaded; a bad value raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from quant.settings import QuantSettings
+
+ENV_PREFIX = "HYPOXNODE_"
+CONFIG_ENV = "HYPOXNODE_CONFIG"
+AE_TITLE_MAX = 16
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+def _check_ae_title(value: str) -> str:
+    if not value or len(value) > AE_TITLE_MAX or "\\" in value or not value.isprintable():
+        raise ValueError(f"must be 1-{AE_TITLE_MAX} printable characters without backslash")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Section):
+    """``[node]``: how the DICOM listener presents itself and where it keeps data."""
+
+    ae_title: str = "HYPOXNODE"
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    max_associations: int = Field(default=10, ge=1, le=200)
+    max_pdu_bytes: int = Field(default=262144, ge=0)
+    network_timeout_s: float = Field(default=60.0, gt=0)
+    allowed_calling_ae_titles: list[str] = Field(default_factory=list)
+    """Empty: any calling AE title is accepted (set it in production)."""
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+
+class StudyConfig(_Section):
+    """``[study]``: when a study counts as complete."""
+
+    stable_seconds: float = Field(default=30.0, ge=0)
+    check_interval_seconds: float = Field(default=2.0, gt=0)
+
+
+class QuantConfig(_Section):
+    """``[quant]``: quantification parameters (see README, "Figures")."""
+
+    hypoxic_thresholds: list[float] = Field(default_factory=lambda: [1.5, 2.0])
+    suv_type: str = "BW"
+    lesion_tm_threshold: float = Field(default=1.5, gt=0)
+    lesion_min_volume_ml: float = Field(default=1.0, ge=0)
+    delineation_fraction_of_max: float = Field(default=0.4, gt=0, lt=1)
+    muscle_hu_min: float = -29.0
+    muscle_hu_max: float = 150.0
+    workers: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("hypoxic_thresholds")
+    @classmethod
+    def _thresholds(cls, value: list[float]) -> list[float]:
+        if not value or any(t <= 0 for t in value):
+            raise ValueError("must be a non-empty list of positive tumour-to-muscle ratios")
+        return sorted(value)
+
+    @field_validator("suv_type")
+    @classmethod
+    def _suv_type(cls, value: str) -> str:
+        allowed = {"BW", "LBMJAMES128", "LBMJANMA", "BSA", "IBW"}
+        if value.upper() not in allowed:
+            raise ValueError(f"must be one of {sorted(allowed)}")
+        return value.upper()
+
+    def to_settings(self) -> QuantSettings:
+        """The plain-value settings the quantification code takes."""
+        return QuantSettings(
+            hypoxic_thresholds=tuple(self.hypoxic_thresholds),
+            suv_type=self.suv_type,
+            lesion_tm_threshold=self.lesion_tm_threshold,
+            lesion_min_volume_ml=self.lesion_min_volume_ml,
+            delineation_fraction_of_max=self.delineation_fraction_of_max,
+            muscle_hu_range=(self.muscle_hu_min, self.muscle_hu_max),
+        )
+
+
+class OutputConfig(_Section):
+    """``[output]``: series numbers and descriptions of the result objects."""
+
+    seg_series_number: int = Field(default=9901, ge=1)
+    sr_series_number: int = Field(default=9902, ge=1)
+    summary_series_number: int = Field(default=9903, ge=1)
+    uid_prefix: str = "1.2.826.0.1.3680043.8.498."
+
+
+class ExportConfig(_Section):
+    """``[export]``: retry policy for sending results."""
+
+    retry_initial_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+    give_up_after_seconds: float = Field(default=86400.0, gt=0)
+    check_interval_seconds: float = Field(default=2.0, gt=0)
+
+
+class Destination(_Section):
+    """``[[destinations]]``: a PACS that receives the results."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    name: str = ""
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @property
+    def key(self) -> str:
+        """Stable identifier of this destination in the index."""
+        return self.name or self.ae_title
+
+
+class LogConfig(_Section):
+    """``[log]``: logging level and format."""
+
+    level: str = "INFO"
+    json_lines: bool = False
+
+
+class Config(BaseSettings):
+    """The whole configuration of one hypoxnode instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    destinations: list[Destination] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Priority: explicit arguments, then environment, then the TOML file."""
+        toml_file = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def data_dir(self) -> Path:
+        """Absolute data directory."""
+        return self.node.data_dir.expanduser().resolve()
+
+
+# The TOML path is handed to ``settings_customise_sources`` for the duration of one load.
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
+    """Load and validate the configuration.
+
+    Parameters
+    ----------
+    path
+        TOML file. ``None``: the file named by ``$HYPOXNODE_CONFIG`` if set, else defaults only.
+    **overrides
+        Section values that win over everything (used by tests and the demo).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or unreadable, or a key has a bad value (the message names it).
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"configuration file not found: {toml_path}")
+    _TOML_FILE["path"] = toml_path
+    try:
+        return Config(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, toml_path)) from None
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"{toml_path}: {exc}") from None
+    finally:
+        _TOML_FILE["path"] = None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+        problems.append(f"{key} (or ${env}): {err['msg']}")
+    return f"invalid configuration{where}: " + "; ".join(problems)

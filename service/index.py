@@ -1,0 +1,463 @@
+"""SQLite index of instances, studies, results and exports.
+
+One connection guarded by a lock, WAL journal with ``synchronous=FULL``: a row is on disk when
+:meth:`Index.record_instance` returns, before the C-STORE success goes back.
+
+Study states::
+
+    receiving -> queued -> processing -> done | failed
+        ^                                   |
+        +---- a new instance arrives -------+
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid     TEXT PRIMARY KEY,
+    sop_class_uid        TEXT NOT NULL,
+    study_instance_uid   TEXT NOT NULL,
+    series_instance_uid  TEXT NOT NULL,
+    modality             TEXT NOT NULL DEFAULT '',
+    path                 TEXT NOT NULL,
+    size_bytes           INTEGER NOT NULL,
+    calling_ae_title     TEXT NOT NULL DEFAULT '',
+    received_at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
+
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid   TEXT PRIMARY KEY,
+    state                TEXT NOT NULL,
+    first_received_at    REAL NOT NULL,
+    last_received_at     REAL NOT NULL,
+    processed_count      INTEGER NOT NULL DEFAULT 0,
+    generation           INTEGER NOT NULL DEFAULT 0,
+    error                TEXT,
+    result_json          TEXT,
+    updated_at           REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS results (
+    sop_instance_uid     TEXT PRIMARY KEY,
+    study_instance_uid   TEXT NOT NULL,
+    kind                 TEXT NOT NULL,
+    path                 TEXT NOT NULL,
+    generation           INTEGER NOT NULL,
+    created_at           REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results (study_instance_uid);
+
+CREATE TABLE IF NOT EXISTS exports (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_instance_uid     TEXT NOT NULL,
+    study_instance_uid   TEXT NOT NULL,
+    destination          TEXT NOT NULL,
+    path                 TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    attempts             INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at      REAL NOT NULL,
+    last_error           TEXT,
+    last_status          INTEGER,
+    created_at           REAL NOT NULL,
+    updated_at           REAL NOT NULL,
+    UNIQUE (sop_instance_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS exports_pending ON exports (state, next_attempt_at);
+"""
+
+
+class StudyState(StrEnum):
+    """Where a study is in its life."""
+
+    RECEIVING = "receiving"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ExportState(StrEnum):
+    """Delivery state of one result object to one destination."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One row of ``instances``."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    path: str
+    size_bytes: int
+    calling_ae_title: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """One row of ``exports``."""
+
+    id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    destination: str
+    path: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    last_status: int | None
+    created_at: float
+
+
+class Index:
+    """The node's SQLite index.
+
+    Parameters
+    ----------
+    path
+        Database file; created with the schema if missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # executescript commits on its own
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def record_instance(self, record: InstanceRecord) -> bool:
+        """Record a stored instance and mark its study as receiving.
+
+        Returns
+        -------
+        bool
+            True when the instance is new, False for a re-sent one (idempotent).
+        """
+        with self._transaction() as db:
+            existing = db.execute(
+                "SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ?",
+                (record.sop_instance_uid,),
+            ).fetchone()
+            db.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.sop_instance_uid,
+                    record.sop_class_uid,
+                    record.study_instance_uid,
+                    record.series_instance_uid,
+                    record.modality,
+                    record.path,
+                    record.size_bytes,
+                    record.calling_ae_title,
+                    record.received_at,
+                ),
+            )
+            is_new = existing is None
+            self._touch_study(db, record.study_instance_uid, record.received_at, is_new)
+            return is_new
+
+    def _touch_study(
+        self, db: sqlite3.Connection, study_uid: str, when: float, new_instance: bool
+    ) -> None:
+        row = db.execute(
+            "SELECT state FROM studies WHERE study_instance_uid = ?", (study_uid,)
+        ).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO studies (study_instance_uid, state, first_received_at,"
+                " last_received_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (study_uid, StudyState.RECEIVING.value, when, when, when),
+            )
+            return
+        # New data after processing (or during it) makes the study due again; a re-sent
+        # duplicate of an instance already processed changes nothing.
+        if new_instance or row["state"] in (StudyState.RECEIVING.value, StudyState.QUEUED.value):
+            db.execute(
+                "UPDATE studies SET state = ?, last_received_at = ?, updated_at = ?"
+                " WHERE study_instance_uid = ?",
+                (StudyState.RECEIVING.value, when, when, study_uid),
+            )
+
+    def study_instances(self, study_uid: str) -> list[InstanceRecord]:
+        """All instances of a study."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM instances WHERE study_instance_uid = ? ORDER BY series_instance_uid",
+                (study_uid,),
+            ).fetchall()
+        return [InstanceRecord(**dict(row)) for row in rows]
+
+    def all_instance_paths(self) -> dict[str, str]:
+        """SOPInstanceUID -> path of every indexed instance (for reconciliation)."""
+        with self._lock:
+            rows = self._db.execute("SELECT sop_instance_uid, path FROM instances").fetchall()
+        return {row["sop_instance_uid"]: row["path"] for row in rows}
+
+    def forget_instances(self, sop_instance_uids: list[str]) -> None:
+        """Drop index rows whose files are gone."""
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM instances WHERE sop_instance_uid = ?",
+                [(uid,) for uid in sop_instance_uids],
+            )
+
+    # -- studies -----------------------------------------------------------------------------
+
+    def due_studies(self, quiet_before: float) -> list[str]:
+        """Studies still receiving whose last instance arrived before ``quiet_before``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_instance_uid FROM studies WHERE state = ? AND last_received_at <= ?"
+                " ORDER BY last_received_at",
+                (StudyState.RECEIVING.value, quiet_before),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def set_study_state(
+        self,
+        study_uid: str,
+        state: StudyState,
+        *,
+        expected: StudyState | None = None,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        processed_count: int | None = None,
+    ) -> bool:
+        """Move a study to ``state`` (only from ``expected`` when given).
+
+        Returns
+        -------
+        bool
+            Whether the row changed (False when the study was not in ``expected``).
+        """
+        sets = ["state = ?", "updated_at = ?", "error = ?"]
+        values: list[Any] = [state.value, time.time(), error]
+        if result is not None:
+            sets.append("result_json = ?")
+            values.append(json.dumps(result))
+        if processed_count is not None:
+            sets.append("processed_count = ?")
+            values.append(processed_count)
+        where = "study_instance_uid = ?"
+        values.append(study_uid)
+        if expected is not None:
+            where += " AND state = ?"
+            values.append(expected.value)
+        with self._transaction() as db:
+            cursor = db.execute(f"UPDATE studies SET {', '.join(sets)} WHERE {where}", values)
+            return cursor.rowcount == 1
+
+    def start_processing(self, study_uid: str) -> int | None:
+        """Move a queued study to processing and open a new generation of its results.
+
+        Returns
+        -------
+        int or None
+            The new generation number, or None when the study was no longer queued.
+        """
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE studies SET state = ?, generation = generation + 1, updated_at = ?"
+                " WHERE study_instance_uid = ? AND state = ?",
+                (StudyState.PROCESSING.value, time.time(), study_uid, StudyState.QUEUED.value),
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute(
+                "SELECT generation FROM studies WHERE study_instance_uid = ?", (study_uid,)
+            ).fetchone()
+            return int(row[0])
+
+    def requeue_interrupted(self) -> list[str]:
+        """At start-up: studies left queued or processing by a stop go back to receiving."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT study_instance_uid FROM studies WHERE state IN (?, ?)",
+                (StudyState.QUEUED.value, StudyState.PROCESSING.value),
+            ).fetchall()
+            db.execute(
+                "UPDATE studies SET state = ?, updated_at = ? WHERE state IN (?, ?)",
+                (
+                    StudyState.RECEIVING.value,
+                    time.time(),
+                    StudyState.QUEUED.value,
+                    StudyState.PROCESSING.value,
+                ),
+            )
+        return [row[0] for row in rows]
+
+    def study(self, study_uid: str) -> dict[str, Any] | None:
+        """One study with its counts, result and exports, for the API."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM studies WHERE study_instance_uid = ?", (study_uid,)
+            ).fetchone()
+            if row is None:
+                return None
+            series = self._db.execute(
+                "SELECT series_instance_uid, modality, COUNT(*) AS instances FROM instances"
+                " WHERE study_instance_uid = ? GROUP BY series_instance_uid, modality",
+                (study_uid,),
+            ).fetchall()
+            exports = self._db.execute(
+                "SELECT * FROM exports WHERE study_instance_uid = ? ORDER BY id", (study_uid,)
+            ).fetchall()
+            results = self._db.execute(
+                "SELECT * FROM results WHERE study_instance_uid = ? ORDER BY created_at",
+                (study_uid,),
+            ).fetchall()
+        out = dict(row)
+        out["result"] = json.loads(out.pop("result_json")) if row["result_json"] else None
+        out["series"] = [dict(s) for s in series]
+        out["exports"] = [dict(e) for e in exports]
+        out["results"] = [dict(r) for r in results]
+        return out
+
+    def studies(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Most recent studies first, with their instance counts."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.study_instance_uid, s.state, s.first_received_at, s.last_received_at,"
+                " s.error, s.updated_at, s.generation,"
+                " (SELECT COUNT(*) FROM instances i"
+                "  WHERE i.study_instance_uid = s.study_instance_uid) AS instances"
+                " FROM studies s ORDER BY s.last_received_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def count_studies(self) -> dict[str, int]:
+        """Number of studies per state."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM studies GROUP BY state"
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    # -- results and exports ------------------------------------------------------------------
+
+    def record_results(
+        self,
+        study_uid: str,
+        outputs: list[tuple[str, str, str]],
+        destinations: list[str],
+        generation: int,
+    ) -> None:
+        """Record result objects ``(kind, sop_instance_uid, path)`` and queue their exports."""
+        now = time.time()
+        with self._transaction() as db:
+            for kind, sop_uid, path in outputs:
+                db.execute(
+                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                    (sop_uid, study_uid, kind, path, generation, now),
+                )
+                for destination in destinations:
+                    db.execute(
+                        "INSERT OR IGNORE INTO exports (sop_instance_uid, study_instance_uid,"
+                        " destination, path, state, next_attempt_at, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sop_uid, study_uid, destination, path, ExportState.PENDING.value,
+                         now, now, now),
+                    )
+
+    def due_exports(self, now: float) -> list[ExportRecord]:
+        """Pending exports whose next attempt is due, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, sop_instance_uid, study_instance_uid, destination, path, state,"
+                " attempts, next_attempt_at, last_error, last_status, created_at FROM exports"
+                " WHERE state = ? AND next_attempt_at <= ? ORDER BY id",
+                (ExportState.PENDING.value, now),
+            ).fetchall()
+        return [ExportRecord(**dict(row)) for row in rows]
+
+    def export_sent(self, export_id: int, status: int) -> None:
+        """Mark one export delivered."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = ?, attempts = attempts + 1, last_status = ?,"
+                " last_error = NULL, updated_at = ? WHERE id = ?",
+                (ExportState.SENT.value, status, time.time(), export_id),
+            )
+
+    def export_failed(
+        self,
+        export_id: int,
+        error: str,
+        status: int | None,
+        next_attempt_at: float | None,
+    ) -> None:
+        """Record a failed attempt; ``next_attempt_at`` None means give up (state failed)."""
+        state = ExportState.PENDING if next_attempt_at is not None else ExportState.FAILED
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET state = ?, attempts = attempts + 1, last_error = ?,"
+                " last_status = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (state.value, error, status, next_attempt_at or 0.0, time.time(), export_id),
+            )
+
+    def retry_exports(self, study_uid: str, destination: str | None = None) -> int:
+        """Put a study's failed exports back in the queue, due now."""
+        now = time.time()
+        sql = (
+            "UPDATE exports SET state = ?, next_attempt_at = ?, created_at = ?, updated_at = ?"
+            " WHERE study_instance_uid = ? AND state = ?"
+        )
+        values: list[Any] = [ExportState.PENDING.value, now, now, now, study_uid,
+                             ExportState.FAILED.value]
+        if destination is not None:
+            sql += " AND destination = ?"
+            values.append(destination)
+        with self._transaction() as db:
+            return db.execute(sql, values).rowcount
+
+    def export_counts(self) -> dict[str, int]:
+        """Number of exports per state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM exports GROUP BY state").fetchall()
+        return {row[0]: row[1] for row in rows}

@@ -1,0 +1,175 @@
+"""The running node: listener, scheduler, worker processes and sender wired together.
+
+Start-up order: reconcile the index with the disk and requeue interrupted studies, start the
+worker pool and the scheduler, then open the DICOM port. Shut-down: close the port, let
+in-flight associations finish, stop the scheduler and the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from pynetdicom.transport import ThreadedAssociationServer
+
+from service.config import Config
+from service.index import Index, StudyState
+from service.listener import start_listener
+from service.processing import ProcessingOutcome, process_study
+from service.sender import Sender
+from service.store import InstanceStore
+
+log = logging.getLogger("hypoxnode.node")
+
+
+class Node:
+    """One hypoxnode instance.
+
+    Parameters
+    ----------
+    config
+        The validated configuration.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = InstanceStore(config.data_dir)
+        self.index = Index(config.data_dir / "index.sqlite")
+        self.sender = Sender(config, self.index)
+        self.scheduler = BackgroundScheduler(daemon=True)
+        self._executor: ProcessPoolExecutor | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        """The bound DICOM port (useful when configured as 0)."""
+        if self._server is None:
+            raise RuntimeError("node not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Reconcile, then start workers, scheduler and listener."""
+        self._reconcile()
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.config.quant.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+        )
+        self.scheduler.add_job(
+            self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
+            id="check-studies", max_instances=1, coalesce=True,
+        )
+        self.scheduler.add_job(
+            self.sender.run_once, "interval", seconds=self.config.export.check_interval_seconds,
+            id="send-results", max_instances=1, coalesce=True,
+        )
+        self.scheduler.start()
+        self._server = start_listener(self.config, self.store, self.index)
+        log.info(
+            "listening as %s on %s:%d, data in %s, %d destination(s)",
+            self.config.node.ae_title, self.config.node.host, self.port, self.config.data_dir,
+            len(self.config.destinations),
+        )
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop receiving, let in-flight associations finish, stop jobs and workers."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            active = server.active_associations
+            server.shutdown()
+            deadline = time.monotonic() + grace_s
+            for assoc in active:
+                assoc.join(max(0.0, deadline - time.monotonic()))
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self.index.close()
+        log.info("stopped")
+
+    def _reconcile(self) -> None:
+        removed = self.store.clear_tmp()
+        if removed:
+            log.warning("removed %d partial file(s) left by an interrupted write", removed)
+        missing = [uid for uid, path in self.index.all_instance_paths().items()
+                   if not Path(path).is_file()]
+        if missing:
+            log.error("%d indexed instance(s) missing on disk; dropped from the index",
+                      len(missing))
+            self.index.forget_instances(missing)
+        requeued = self.index.requeue_interrupted()
+        if requeued:
+            log.warning("requeued %d study(ies) interrupted by the last stop", len(requeued))
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def check_studies(self) -> None:
+        """Scheduler job: queue studies quiet for ``stable_seconds`` and collect finished ones."""
+        self._collect_finished()
+        quiet_before = time.time() - self.config.study.stable_seconds
+        for study_uid in self.index.due_studies(quiet_before):
+            if study_uid in self._in_flight:
+                continue  # new instances arrived while processing: queue after it finishes
+            if self.index.set_study_state(
+                study_uid, StudyState.QUEUED, expected=StudyState.RECEIVING
+            ):
+                self._submit(study_uid)
+
+    def _submit(self, study_uid: str) -> None:
+        generation = self.index.start_processing(study_uid)
+        if generation is None or self._executor is None:
+            return
+        paths = [record.path for record in self.index.study_instances(study_uid)]
+        log.info("processing study %s (%d instances)", study_uid, len(paths))
+        future = self._executor.submit(
+            process_study, self.config, study_uid, paths, generation
+        )
+        with self._lock:
+            self._in_flight[study_uid] = future
+        future.add_done_callback(lambda _f: self._collect_finished())
+
+    def _collect_finished(self) -> None:
+        with self._lock:
+            finished = [(uid, f) for uid, f in self._in_flight.items() if f.done()]
+            for uid, _ in finished:
+                del self._in_flight[uid]
+        for study_uid, future in finished:
+            try:
+                outcome = future.result()
+            except Exception as exc:  # worker crashed (e.g. killed by the OOM killer)
+                outcome = ProcessingOutcome(
+                    study_uid, ok=False, error=f"worker process failed: {exc!r}"
+                )
+            self._record(outcome)
+
+    def _record(self, outcome: ProcessingOutcome) -> None:
+        study_uid = outcome.study_instance_uid
+        info = self.index.study(study_uid)
+        generation = int(info["generation"]) if info else 0
+        if outcome.ok:
+            self.index.record_results(
+                study_uid, outcome.outputs, [d.key for d in self.config.destinations], generation
+            )
+            self.index.set_study_state(
+                study_uid, StudyState.DONE, expected=StudyState.PROCESSING, result=outcome.result,
+                processed_count=len(self.index.study_instances(study_uid)),
+            )
+            log.info(
+                "study %s done: %d lesion(s), %d result object(s) queued for %d destination(s)"
+                " (%s)",
+                study_uid, len((outcome.result or {}).get("lesions", [])), len(outcome.outputs),
+                len(self.config.destinations),
+                ", ".join(f"{k} {v:.2f}" for k, v in outcome.timings_s.items()),
+            )
+        else:
+            self.index.set_study_state(
+                study_uid, StudyState.FAILED, expected=StudyState.PROCESSING, error=outcome.error
+            )
+            log.error("study %s not quantified: %s", study_uid, outcome.error)

@@ -1,0 +1,163 @@
+"""Processing one study in a worker process: quantify, build SEG + SR + summary, write them.
+
+:func:`process_study` runs in a separate process (never in an association thread). It gets
+plain arguments, returns a plain :class:`ProcessingOutcome`, and writes its result objects
+durably under ``data_dir/results`` before it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from dicom_templates.seg import build_seg
+from dicom_templates.sr import build_sr
+from dicom_templates.summary import build_summary
+from dicom_templates.uids import derive_uid
+from quant.errors import QuantificationError
+from quant.pipeline import QuantifiedStudy, quantify
+from service.config import Config
+from service.store import InstanceStore
+from service.study_files import read_study
+
+log = logging.getLogger("hypoxnode.processing")
+
+
+@dataclass
+class ProcessingOutcome:
+    """What a worker hands back to the service."""
+
+    study_instance_uid: str
+    ok: bool
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    outputs: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(kind, SOPInstanceUID, path)`` of each result object written."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ResultObjects:
+    """The DICOM objects built for one quantified study."""
+
+    seg: Dataset
+    sr: Dataset
+    summary: Dataset
+
+
+def build_result_objects(
+    quantified: QuantifiedStudy, config: Config, generation: int
+) -> ResultObjects:
+    """Build the SEG, the summary and the SR (which references both) for one result.
+
+    UIDs are derived from the study, the PET instances quantified and the generation, so the
+    same input processed again gives the same UIDs, and a re-processing gives new ones.
+    """
+    result = quantified.result
+    pet_datasets = quantified.pet.datasets
+    digest = hashlib.sha256("\\".join(result.pet_sop_instance_uids).encode()).hexdigest()
+    seed = (result.study_instance_uid, result.pet_series_instance_uid, digest, str(generation))
+    prefix = config.output.uid_prefix
+
+    def uid(kind: str) -> str:
+        return derive_uid(*seed, kind, prefix=prefix)
+
+    seg = build_seg(
+        result,
+        pet_datasets,
+        series_instance_uid=uid("seg-series"),
+        sop_instance_uid=uid("seg"),
+        series_number=config.output.seg_series_number,
+        instance_number=generation,
+    )
+    suv_array = sitk.GetArrayFromImage(quantified.pet.suv).astype(np.float32)
+    ct_array = (
+        sitk.GetArrayFromImage(quantified.ct_on_pet).astype(np.float32)
+        if quantified.ct_on_pet is not None
+        else None
+    )
+    sx, sy, sz = (float(s) for s in quantified.pet.suv.GetSpacing())
+    summary = build_summary(
+        result,
+        suv_array,
+        ct_array,
+        (sz, sy, sx),  # array axis order (slice, row, column)
+        pet_datasets,
+        series_instance_uid=uid("summary-series"),
+        sop_instance_uid=uid("summary"),
+        series_number=config.output.summary_series_number,
+        instance_number=generation,
+    )
+    sr = build_sr(
+        result,
+        pet_datasets,
+        seg,
+        series_instance_uid=uid("sr-series"),
+        sop_instance_uid=uid("sr"),
+        series_number=config.output.sr_series_number,
+        instance_number=generation,
+        summary=summary,
+    )
+    return ResultObjects(seg=seg, sr=sr, summary=summary)
+
+
+def encode(dataset: Dataset) -> bytes:
+    """A dataset as DICOM Part 10 bytes."""
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def process_study(
+    config: Config, study_instance_uid: str, paths: list[str], generation: int
+) -> ProcessingOutcome:
+    """Quantify one study and write its result objects (runs in a worker process).
+
+    Never raises for a study that cannot be processed: the reason goes into the outcome.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        files = read_study(Path(p) for p in paths)
+        timings["load_s"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        quantified = quantify(files.pet, files.ct, files.structures, config.quant.to_settings())
+        quantified.result.warnings.extend(files.notes)
+        timings["quantify_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        objects = build_result_objects(quantified, config, generation)
+        timings["build_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        store = InstanceStore(config.data_dir)
+        outputs = []
+        for kind, dataset in (("SEG", objects.seg), ("SR", objects.sr), ("SC", objects.summary)):
+            uid = str(dataset.SOPInstanceUID)
+            path = store.write_result(encode(dataset), study_instance_uid, kind, uid)
+            outputs.append((kind, uid, str(path)))
+        timings["write_s"] = time.perf_counter() - mark
+    except QuantificationError as exc:
+        return ProcessingOutcome(study_instance_uid, ok=False, error=str(exc), timings_s=timings)
+    except Exception as exc:  # a defect must not take the service down; record it
+        log.exception("processing failed unexpectedly")
+        return ProcessingOutcome(
+            study_instance_uid,
+            ok=False,
+            error=f"internal error while processing ({type(exc).__name__}: {exc})",
+            timings_s=timings,
+        )
+    return ProcessingOutcome(
+        study_instance_uid,
+        ok=True,
+        result=quantified.result.to_json(),
+        outputs=outputs,
+        timings_s=timings,
+    )

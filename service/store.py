@@ -1,0 +1,157 @@
+"""Durable instance store: every acknowledged instance is a complete file on disk.
+
+Layout under ``data_dir``::
+
+    instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
+    results/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm
+    tmp/                       (partial writes; emptied at start-up)
+
+A UID becomes a path component only after :func:`is_valid_uid` accepted it (digits and dots,
+at most 64 characters), so no received value can climb out of ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+UID_MAX_LENGTH = 64
+
+
+def is_valid_uid(value: object) -> bool:
+    """True for a DICOM UID (PS3.5 9.1): dot-separated numbers, no leading zeros, <= 64 chars."""
+    return isinstance(value, str) and len(value) <= UID_MAX_LENGTH and bool(_UID_RE.match(value))
+
+
+class StoreError(Exception):
+    """The instance could not be made durable (disk full, permissions, ...)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where an instance landed and how large it is."""
+
+    path: Path
+    size_bytes: int
+
+
+class InstanceStore:
+    """Writes instances and results atomically below one data directory.
+
+    Parameters
+    ----------
+    data_dir
+        Root of everything the node keeps. Created if missing.
+    min_free_bytes
+        Free-space floor: :meth:`has_room` is False below it.
+    """
+
+    def __init__(self, data_dir: Path, min_free_bytes: int = 0) -> None:
+        self.root = Path(data_dir).resolve()
+        self.min_free_bytes = min_free_bytes
+        self.instances_dir = self.root / "instances"
+        self.results_dir = self.root / "results"
+        self.tmp_dir = self.root / "tmp"
+        for directory in (self.instances_dir, self.results_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def has_room(self, incoming_bytes: int = 0) -> bool:
+        """Whether the disk stays above the free-space floor after ``incoming_bytes``."""
+        if self.min_free_bytes <= 0:
+            return True
+        free = shutil.disk_usage(self.root).free
+        return free - incoming_bytes >= self.min_free_bytes
+
+    def instance_path(
+        self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
+    ) -> Path:
+        """The final path of an instance; every UID must be valid."""
+        for name, uid in (
+            ("StudyInstanceUID", study_instance_uid),
+            ("SeriesInstanceUID", series_instance_uid),
+            ("SOPInstanceUID", sop_instance_uid),
+        ):
+            if not is_valid_uid(uid):
+                raise ValueError(f"{name} is not a valid UID: {uid!r}")
+        return self.instances_dir / study_instance_uid / series_instance_uid / (
+            sop_instance_uid + ".dcm"
+        )
+
+    def write_instance(
+        self,
+        data: bytes,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+    ) -> StoredFile:
+        """Write one encoded Part 10 instance durably (temporary file, fsync, rename, fsync dir).
+
+        A re-sent instance (same SOPInstanceUID) replaces the earlier file atomically.
+        """
+        final = self.instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
+        self._atomic_write(final, data)
+        return StoredFile(final, len(data))
+
+    def result_path(self, study_instance_uid: str, kind: str, sop_instance_uid: str) -> Path:
+        """Where a result object of ``kind`` (SEG, SR, SC) is kept."""
+        if not is_valid_uid(study_instance_uid) or not is_valid_uid(sop_instance_uid):
+            raise ValueError("result UIDs must be valid UIDs")
+        if not kind.isalnum():
+            raise ValueError(f"bad result kind {kind!r}")
+        return self.results_dir / study_instance_uid / f"{kind}-{sop_instance_uid}.dcm"
+
+    def write_result(self, data: bytes, study_instance_uid: str, kind: str, uid: str) -> Path:
+        """Write a result object durably and return its path."""
+        final = self.result_path(study_instance_uid, kind, uid)
+        self._atomic_write(final, data)
+        return final
+
+    def clear_tmp(self) -> int:
+        """Remove partial writes left by a crash; returns how many were removed."""
+        removed = 0
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def _atomic_write(self, final: Path, data: bytes) -> None:
+        try:
+            _make_dirs_durably(final.parent)
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp_name, final)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreError(f"could not write {final.name}: {exc.strerror or exc}") from exc
+
+
+def _make_dirs_durably(directory: Path) -> None:
+    """Create missing directories and fsync each parent so the new entries survive a crash."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for new_dir in reversed(missing):
+        new_dir.mkdir(exist_ok=True)
+        _fsync_dir(new_dir.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,208 @@
+"""Real DICOM peers for tests: Orthanc as the PACS, ``hypoxnode serve``, DCMTK tools.
+
+Every process is started here and stopped by its PID in the fixture's teardown. Readiness is
+awaited with a probe (REST call, C-ECHO) and a deadline, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2
+             ) -> None:
+    """Poll ``probe`` until it is true; TimeoutError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def require_tool(name: str) -> str:
+    """Path of a required external tool; fails (not skips) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: run `make test` (it installs it as root)")
+    return path
+
+
+def echoscu(port: int, called_ae: str, calling_ae: str = "ECHOSCU") -> bool:
+    """True when DCMTK echoscu gets a C-ECHO success from 127.0.0.1:port."""
+    result = subprocess.run(
+        [require_tool("echoscu"), "-aet", calling_ae, "-aec", called_ae, "-to", "5",
+         "127.0.0.1", str(port)],
+        capture_output=True, timeout=30,
+    )
+    return result.returncode == 0
+
+
+def storescu(files: list[Path], port: int, called_ae: str, calling_ae: str = "SCANNER",
+             extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Send files with DCMTK storescu in one association."""
+    return subprocess.run(
+        [require_tool("storescu"), "-aet", calling_ae, "-aec", called_ae, *(extra or []),
+         "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+@dataclass
+class Orthanc:
+    """A real Orthanc started for one test, reachable on loopback."""
+
+    ae_title: str
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def get_bytes(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return bytes(response.read())
+
+    def alive(self) -> bool:
+        try:
+            self.get("/system")
+            return True
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+
+    def instances_by_modality(self) -> dict[str, list[str]]:
+        """Instance IDs grouped by the Modality of their series."""
+        out: dict[str, list[str]] = {}
+        for series_id in self.get("/series"):
+            series = self.get(f"/series/{series_id}")
+            modality = series["MainDicomTags"].get("Modality", "")
+            out.setdefault(modality, []).extend(series["Instances"])
+        return out
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", *,
+                  allow_any_store: bool = True, dicom_port: int | None = None) -> Orthanc:
+    """Start Orthanc with a private config; ``allow_any_store=False`` refuses unknown AEs."""
+    binary = require_tool("Orthanc")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dicom_port = dicom_port or free_port()
+    http_port = free_port()
+    config = {
+        "Name": "hypoxnode-test-pacs",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "storage"),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomAlwaysAllowStore": allow_any_store,
+        "DicomCheckCalledAet": True,
+        "DicomModalities": {},
+        "Plugins": [],
+        "StorageCompression": False,
+        "HttpServerEnabled": True,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    log_path = workdir / "orthanc.log"
+    process = subprocess.Popen(
+        [binary, str(config_path)], stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    orthanc = Orthanc(ae_title, dicom_port, http_port, process, log_path)
+    try:
+        wait_for(orthanc.alive, 60, "Orthanc's REST API")
+    except TimeoutError:
+        orthanc.stop()
+        raise TimeoutError(f"Orthanc did not start: {log_path.read_text()[-2000:]}") from None
+    return orthanc
+
+
+@dataclass
+class NodeProcess:
+    """``hypoxnode serve`` running as a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    ae_title: str
+    config_path: Path
+    data_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        return stop_process(self.process)
+
+
+def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPOXNODE",
+               env: dict[str, str] | None = None) -> NodeProcess:
+    """Write ``config_toml`` and start ``hypoxnode serve`` on it; wait for C-ECHO."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "hypoxnode.toml"
+    config_path.write_text(config_toml)
+    log_path = workdir / "node.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--config", str(config_path)],
+        stdout=log_path.open("ab"), stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    node = NodeProcess(process, port, ae_title, config_path, workdir / "data", log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"hypoxnode serve exited early:\n{node.log()[-3000:]}")
+        return echoscu(port, ae_title)
+
+    try:
+        wait_for(ready, 60, "hypoxnode serve to answer C-ECHO", interval_s=0.5)
+    except TimeoutError:
+        node.stop()
+        raise
+    return node
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
+    """SIGTERM, wait, then SIGKILL if needed; returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return int(process.returncode)

@@ -1,0 +1,317 @@
+"""dicom_templates.sr: the TID 1500 report, read back figure by figure and validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+
+from dicom_templates import codes
+from dicom_templates.seg import build_seg, segment_numbers
+from dicom_templates.sr import build_sr
+from dicom_templates.summary import build_summary
+from dicom_templates.uids import derive_uid
+from quant.results import StudyResult
+from tests.dicom_fixtures import SPACING_MM, make_pet_series, make_result, phantom_suv
+from tests.dicomcheck import dciodvfy_errors, dsrdump_text
+
+SUVBW = ("126401", "DCM")
+SUV_UNIT = "g/ml{SUVbw}"
+MAXIMUM, MEAN, PEAK, SD = "56851009", "373098007", "126031", "386136009"
+
+
+@dataclass
+class Figure:
+    """One NUM item of the report, flattened for lookups."""
+
+    group: str
+    concept: tuple[str, str]
+    derivation: str | None
+    unit: str
+    value: float
+    segment: int | None
+
+
+def _objects(result: StudyResult, with_summary: bool = False) -> tuple[list, Any, Any, Any]:
+    pet = make_pet_series()
+    seg = build_seg(
+        result,
+        pet,
+        series_instance_uid=derive_uid("t", "seg"),
+        sop_instance_uid=derive_uid("t", "seg", "1"),
+        series_number=901,
+    )
+    summary = None
+    if with_summary:
+        summary = build_summary(
+            result,
+            phantom_suv(),
+            None,
+            SPACING_MM,
+            pet,
+            series_instance_uid=derive_uid("t", "sc"),
+            sop_instance_uid=derive_uid("t", "sc", "1"),
+            series_number=903,
+        )
+    sr = build_sr(
+        result,
+        pet,
+        seg,
+        series_instance_uid=derive_uid("t", "sr"),
+        sop_instance_uid=derive_uid("t", "sr", "1"),
+        series_number=902,
+        summary=summary,
+    )
+    return pet, seg, sr, summary
+
+
+def _report(
+    sr: hd.sr.EnhancedSR | hd.sr.ComprehensiveSR | hd.sr.Comprehensive3DSR,
+) -> hd.sr.MeasurementReport:
+    content = sr.content
+    assert isinstance(content, hd.sr.MeasurementReport)
+    return content
+
+
+def _write(dataset: Dataset, path: Path) -> Path:
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _figures(report: hd.sr.MeasurementReport) -> list[Figure]:
+    groups: list[Any] = [
+        *report.get_volumetric_roi_measurement_groups(),
+        *report.get_image_measurement_groups(),
+    ]
+    out = []
+    for group in groups:
+        segment = None
+        if isinstance(group, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations):
+            ref = group.referenced_segment
+            assert ref is not None
+            segment = int(ref[0].ReferencedSOPSequence[0].ReferencedSegmentNumber)
+        for m in group.get_measurements():
+            out.append(
+                Figure(
+                    group=str(group.tracking_identifier),
+                    concept=(m.name.value, m.name.scheme_designator),
+                    derivation=m.derivation.value if m.derivation is not None else None,
+                    unit=m.unit.value,
+                    value=float(m.value),
+                    segment=segment,
+                )
+            )
+    return out
+
+
+def _find(
+    figures: list[Figure], group: str, concept: tuple[str, str], derivation: str | None = None
+) -> Figure:
+    found = [
+        f
+        for f in figures
+        if f.group == group and f.concept == concept and f.derivation == derivation
+    ]
+    assert len(found) == 1, f"{group} {concept} {derivation}: {found}"
+    return found[0]
+
+
+def _texts(sr: Dataset) -> list[str]:
+    out: list[str] = []
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "TEXT":
+                out.append(str(item.TextValue))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def _codes(sr: Dataset) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "CODE":
+                value = item.ConceptCodeSequence[0]
+                out.append((str(value.CodeValue), str(value.CodingSchemeDesignator)))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("n_lesions", "empty_hypoxic", "with_summary"),
+    [(0, False, False), (1, False, True), (1, True, False), (2, True, True)],
+)
+def test_objects_are_valid(
+    tmp_path: Path, n_lesions: int, empty_hypoxic: bool, with_summary: bool
+) -> None:
+    result = make_result(n_lesions=n_lesions, empty_hypoxic=empty_hypoxic)
+    _, seg, sr, summary = _objects(result, with_summary)
+    sr_path = _write(sr, tmp_path / "sr.dcm")
+    assert dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(_write(seg, tmp_path / "seg.dcm")) == []
+    if summary is not None:
+        assert dciodvfy_errors(_write(summary, tmp_path / "sc.dcm")) == []
+    read = hd.sr.srread(sr_path)
+    assert read.StudyInstanceUID == result.study_instance_uid
+    assert read.CompletionFlag == "COMPLETE"
+    declared = {item.CodingSchemeDesignator for item in read.CodingSchemeIdentificationSequence}
+    assert codes.PRIVATE_SCHEME in declared
+
+
+def test_every_figure_of_the_json_is_in_the_report(tmp_path: Path) -> None:
+    result = make_result(n_lesions=2, empty_hypoxic=True)
+    _, seg, sr, _ = _objects(result)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    figures = _figures(_report(read))
+    numbers = segment_numbers(result)
+    data = result.to_json()
+
+    muscle = data["muscle"]
+    segment = numbers[("muscle", None, None)].number
+    for concept, derivation, unit, key in [
+        (SUVBW, MEAN, SUV_UNIT, "suv_mean"),
+        (SUVBW, SD, SUV_UNIT, "suv_sd"),
+        (("118565006", "SCT"), None, "ml", "volume_ml"),
+        (("126040", "DCM"), None, SUV_UNIT, "suv_mean"),
+    ]:
+        found = _find(figures, "Muscle reference", concept, derivation)
+        assert (found.unit, found.segment) == (unit, segment)
+        assert found.value == pytest.approx(muscle[key], rel=1e-9)
+
+    for i, lesion in enumerate(data["lesions"], start=1):
+        group = numbers[("lesion", i, None)]
+        for concept, derivation, unit, key in [
+            (SUVBW, MAXIMUM, SUV_UNIT, "suv_max"),
+            (SUVBW, MEAN, SUV_UNIT, "suv_mean"),
+            (SUVBW, PEAK, SUV_UNIT, "suv_peak"),
+            (("118565006", "SCT"), None, "ml", "volume_ml"),
+            (("126039", "DCM"), MAXIMUM, "{ratio}", "tm_max"),
+            (("126039", "DCM"), MEAN, "{ratio}", "tm_mean"),
+        ]:
+            found = _find(figures, group.label, concept, derivation)
+            assert (found.unit, found.segment) == (unit, group.number)
+            assert found.value == pytest.approx(lesion[key], rel=1e-9)
+        for sub in lesion["hypoxic"]:
+            label = f"Lesion {i} hypoxic T/M>={sub['threshold']:g}"
+            info = numbers.get(("hypoxic", i, sub["threshold"]))
+            expected_segment = info.number if info is not None else None
+            for concept, unit, key in [
+                (("118565006", "SCT"), "ml", "volume_ml"),
+                ((codes.HYPOXIC_FRACTION.value, codes.PRIVATE_SCHEME), "{ratio}", "fraction"),
+                (("122411", "DCM"), "{ratio}", "threshold"),
+            ]:
+                found = _find(figures, label, concept)
+                assert (found.unit, found.segment) == (unit, expected_segment)
+                assert found.value == pytest.approx(sub[key], rel=1e-9)
+
+    uptake = _find(figures, "PET acquisition and method", ("130194", "DCM"))
+    assert (uptake.unit, uptake.value) == ("s", pytest.approx(data["suv"]["uptake_time_s"]))
+    assert ("422855001", "SCT") in _codes(read)  # 64Cu-ATSM
+    assert ("3932008", "SCT") in _codes(read)  # Cu-64
+    texts = _texts(read)
+    assert f"Tracer: {data['tracer']}" in texts
+    assert f"SUV type: {data['suv_type']}" in texts
+    assert any(data["muscle"]["location"] in text for text in texts)
+    for warning in data["warnings"]:
+        assert f"Warning: {warning}" in texts
+    for key, value in data["method"].items():
+        assert f"Method {key}: {value}" in texts
+
+
+def test_tracking_identifiers_match_the_seg(tmp_path: Path) -> None:
+    result = make_result(n_lesions=2)
+    _, seg, sr, _ = _objects(result)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    by_number = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
+    for group in _report(read).get_volumetric_roi_measurement_groups():
+        assert group.referenced_segment is not None
+        ref = group.referenced_segment[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == seg.SOPInstanceUID
+        segment = by_number[int(ref.ReferencedSegmentNumber)]
+        assert group.tracking_uid == segment.TrackingUID
+        assert str(group.tracking_identifier) == segment.TrackingID
+
+
+def test_no_lesion_report(tmp_path: Path) -> None:
+    result = make_result(n_lesions=0)
+    _, _, sr, _ = _objects(result)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    groups = _report(read).get_volumetric_roi_measurement_groups()
+    assert [str(g.tracking_identifier) for g in groups] == ["Muscle reference"]
+    assert (codes.NO_LESION_FOUND.value, codes.PRIVATE_SCHEME) in _codes(read)
+    assert "No lesion found" in _texts(read)
+
+
+def test_dsrdump_shows_the_measurements(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    _, _, sr, _ = _objects(result, with_summary=True)
+    text = dsrdump_text(_write(sr, tmp_path / "sr.dcm"))
+    for expected in [
+        '(126401,DCM,"SUVbw")="4.5"',
+        '(126031,DCM,"Peak Value Within ROI")',
+        '(126039,DCM,"Lesion to Background SUV Ratio")="5.625"',
+        '(118565006,SCT,"Volume")="5.472" (ml,UCUM',
+        '(HYPFRAC,99HYPOX,"Hypoxic fraction")="0.0614"',
+        '(122411,DCM,"Threshold Value")="2.0"',
+        '"Referenced Segment")',
+        '(111028,DCM,"Image Library")',
+        "Warning: uptake time outside the tracer's window",
+    ]:
+        assert expected in text, expected
+
+
+def test_summary_is_in_evidence_and_image_library(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    _, _, sr, summary = _objects(result, with_summary=True)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    evidence = {
+        ref.ReferencedSOPInstanceUID
+        for study in read.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert summary.SOPInstanceUID in evidence
+    assert set(result.pet_sop_instance_uids) <= evidence
+
+
+def test_seg_from_another_result_is_refused() -> None:
+    pet = make_pet_series()
+    seg = build_seg(
+        make_result(n_lesions=0),
+        pet,
+        series_instance_uid=derive_uid("a"),
+        sop_instance_uid=derive_uid("b"),
+        series_number=1,
+    )
+    with pytest.raises(ValueError, match="seg"):
+        build_sr(
+            make_result(n_lesions=1),
+            pet,
+            seg,
+            series_instance_uid=derive_uid("c"),
+            sop_instance_uid=derive_uid("d"),
+            series_number=2,
+        )
+
+
+def test_non_bw_suv_type_uses_its_concept(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    result.suv_type = "LBMJAMES128"
+    _, _, sr, _ = _objects(result)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    found = _find(_figures(_report(read)), "Lesion 1", ("126406", "DCM"), MAXIMUM)
+    assert found.unit == "g/ml{SUVlbm(James128)}"
+    assert np.isclose(found.value, 4.5)
