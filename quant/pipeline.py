@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from quant.contours import rasterise_rtstruct
 from quant.errors import QuantificationError
-from quant.figures import lesion_figures
+from quant.figures import PEAK_SPHERE_DIAMETER_MM, lesion_figures
 from quant.results import LesionResult, StudyResult
 from quant.segmentation import detect_lesions, muscle_reference
 from quant.settings import QuantSettings
@@ -107,8 +107,6 @@ def quantify(
             lesion.label = f"Lesion {number}"
 
     warnings = list(volume.facts.warnings)
-    if ct_on_pet is None:
-        warnings.append("no CT in the study: regions were found on PET alone")
     method = {
         "tumour_source": source,
         "tumour_roi_pattern": tumour_roi_pattern if source == "contour" else None,
@@ -118,7 +116,8 @@ def quantify(
         "hypoxic_thresholds": list(thresholds),
         "muscle_hu_range": list(settings.muscle_hu_range),
         "muscle_location": muscle.location,
-        "suvpeak": "mean in a 1 cm3 sphere (12.4 mm diameter), partial-voxel weighted",
+        "suvpeak": f"highest mean in a {PEAK_SPHERE_DIAMETER_MM:g} mm sphere (PERCIST),"
+        " partial-voxel weighted",
         "hypoxic_connectivity": "26-connected to the lesion maximum, inside the lesion VOI",
     }
     result = StudyResult(

@@ -1,0 +1,212 @@
+"""Structures (RTSTRUCT contours, DICOM SEG segments) as boolean masks on an image grid.
+
+Masks are indexed ``[slice, row, column]`` like ``sitk.GetArrayFromImage(reference)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from quant.errors import QuantificationError
+
+
+def _grid(reference: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    origin = np.asarray(reference.GetOrigin(), dtype=np.float64)
+    spacing = np.asarray(reference.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(reference.GetDirection(), dtype=np.float64).reshape(3, 3)
+    size = tuple(int(v) for v in reference.GetSize())
+    return origin, spacing, direction, size
+
+
+def physical_to_index(points_mm: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    """Continuous (x, y, z) voxel indices of patient-space points (N, 3) on ``reference``."""
+    origin, spacing, direction, _ = _grid(reference)
+    return (np.linalg.solve(direction, (points_mm - origin).T).T) / spacing
+
+
+def fill_polygon(xs: np.ndarray, ys: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Even-odd fill of one closed polygon given in continuous pixel indices.
+
+    A pixel is inside when its centre (integer column x, integer row y) is inside the polygon
+    by the even-odd rule (scan-line crossings; a centre exactly on a left edge counts).
+
+    Parameters
+    ----------
+    xs, ys
+        Vertex column and row indices (the polygon closes itself).
+    shape
+        (rows, columns) of the output.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool mask of ``shape``.
+    """
+    rows, cols = shape
+    mask = np.zeros(shape, dtype=bool)
+    if xs.size < 3:
+        return mask
+    x0, y0 = xs, ys
+    x1, y1 = np.roll(xs, -1), np.roll(ys, -1)
+    row_lo = max(int(np.ceil(ys.min())), 0)
+    row_hi = min(int(np.floor(ys.max())), rows - 1)
+    for row in range(row_lo, row_hi + 1):
+        crosses = (y0 <= row) != (y1 <= row)
+        if not np.any(crosses):
+            continue
+        t = (row - y0[crosses]) / (y1[crosses] - y0[crosses])
+        x_at = np.sort(x0[crosses] + t * (x1[crosses] - x0[crosses]))
+        for left, right in zip(x_at[0::2], x_at[1::2], strict=False):
+            first = max(int(np.ceil(left)), 0)
+            last = min(int(np.ceil(right)) - 1, cols - 1)
+            if last >= first:
+                mask[row, first : last + 1] ^= True
+    return mask
+
+
+def rasterise_rtstruct(rtstruct_ds: Dataset, reference: sitk.Image) -> dict[str, np.ndarray]:
+    """Masks of every ROI of an RTSTRUCT on the grid of ``reference``.
+
+    Each CLOSED_PLANAR contour is mapped from patient mm to index space, assigned to the slice
+    whose centre its (mean) z index rounds to, and filled by the even-odd rule. Contours of
+    one ROI on the same slice are combined by XOR, so an inner contour cuts a hole. Contours
+    outside the reference volume are ignored; ROIs without any contour give an empty mask.
+
+    Parameters
+    ----------
+    rtstruct_ds
+        The RT Structure Set dataset.
+    reference
+        Target grid (PET or CT image).
+
+    Returns
+    -------
+    dict
+        ROI name -> bool array ``[slice, row, column]``.
+
+    Raises
+    ------
+    QuantificationError
+        The dataset is not an RTSTRUCT (no StructureSetROISequence).
+    """
+    if "StructureSetROISequence" not in rtstruct_ds:
+        raise QuantificationError(
+            "StructureSetROISequence (3006,0020) missing: not an RT Structure Set"
+        )
+    _, _, _, size = _grid(reference)
+    shape = (size[2], size[1], size[0])
+    names = {
+        int(roi.ROINumber): str(roi.get("ROIName", f"ROI {roi.ROINumber}"))
+        for roi in rtstruct_ds.StructureSetROISequence
+    }
+    masks = {name: np.zeros(shape, dtype=bool) for name in names.values()}
+    for roi_contour in rtstruct_ds.get("ROIContourSequence") or []:
+        name = names.get(int(roi_contour.ReferencedROINumber))
+        if name is None:
+            continue
+        mask = masks[name]
+        for contour in roi_contour.get("ContourSequence") or []:
+            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+                continue
+            points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            index = physical_to_index(points, reference)
+            k = int(np.round(index[:, 2].mean()))
+            if not 0 <= k < shape[0]:
+                continue
+            mask[k] ^= fill_polygon(index[:, 0], index[:, 1], shape[1:])
+    return masks
+
+
+def seg_masks(seg_ds: Dataset, reference: sitk.Image) -> dict[str, np.ndarray]:
+    """Segments of a DICOM SEG on the grid of ``reference`` (nearest neighbour).
+
+    Each reference voxel centre is projected onto the SEG frame planes: it takes the value of
+    the nearest frame of that segment along the normal (within half the SEG slice spacing) at
+    the in-plane pixel it falls into. FRACTIONAL segments are thresholded at 50 %.
+
+    Parameters
+    ----------
+    seg_ds
+        A Segmentation Storage dataset (read with pydicom or ``highdicom.seg.segread``).
+    reference
+        Target grid.
+
+    Returns
+    -------
+    dict
+        SegmentLabel -> bool array ``[slice, row, column]``.
+
+    Raises
+    ------
+    QuantificationError
+        Not a SEG, or frames without plane position / orientation.
+    """
+    if "SegmentSequence" not in seg_ds:
+        raise QuantificationError("SegmentSequence (0062,0002) missing: not a DICOM SEG")
+    frames = list(seg_ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared = (seg_ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    pixels = np.asarray(seg_ds.pixel_array).reshape(len(frames), seg_ds.Rows, seg_ds.Columns)
+    if str(seg_ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
+        limit = float(seg_ds.get("MaximumFractionalValue", 255))
+        on = pixels >= 0.5 * limit
+    else:
+        on = pixels > 0
+
+    def item(frame: Dataset, keyword: str) -> Dataset:
+        seq = frame.get(keyword) or shared.get(keyword)
+        if not seq:
+            raise QuantificationError(f"{keyword} missing in the SEG functional groups")
+        return seq[0]
+
+    orientation = np.asarray(
+        [float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient]
+    )
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    pixel_spacing = [float(v) for v in item(frames[0], "PixelMeasuresSequence").PixelSpacing]
+    positions = np.asarray(
+        [[float(v) for v in item(f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
+    )
+    segment_of = np.asarray(
+        [int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames]
+    )
+
+    origin, spacing, direction, size = _grid(reference)
+    kk, jj, ii = np.meshgrid(
+        np.arange(size[2]), np.arange(size[1]), np.arange(size[0]), indexing="ij"
+    )
+    index = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1) * spacing
+    points = origin + index @ direction.T
+    depth = points @ normal
+
+    out: dict[str, np.ndarray] = {}
+    for segment in seg_ds.SegmentSequence:
+        number = int(segment.SegmentNumber)
+        label = str(segment.get("SegmentLabel", f"Segment {number}"))
+        mask = np.zeros(points.shape[0], dtype=bool)
+        chosen = np.flatnonzero(segment_of == number)
+        if chosen.size:
+            frame_depth = positions[chosen] @ normal
+            order = np.argsort(frame_depth)
+            chosen, frame_depth = chosen[order], frame_depth[order]
+            steps = np.diff(frame_depth)
+            thickness = float(item(frames[0], "PixelMeasuresSequence").get("SliceThickness") or 0)
+            half = 0.5 * (float(np.min(steps[steps > 1e-3])) if np.any(steps > 1e-3) else thickness)
+            nearest = np.clip(np.searchsorted(frame_depth, depth), 0, chosen.size - 1)
+            below = np.clip(nearest - 1, 0, chosen.size - 1)
+            pick = np.where(
+                np.abs(frame_depth[below] - depth) < np.abs(frame_depth[nearest] - depth),
+                below,
+                nearest,
+            )
+            near = np.abs(frame_depth[pick] - depth) <= max(half, 1e-3)
+            relative = points - positions[chosen[pick]]
+            col = np.round(relative @ row_dir / pixel_spacing[1]).astype(int)
+            row = np.round(relative @ col_dir / pixel_spacing[0]).astype(int)
+            inside = near & (col >= 0) & (col < seg_ds.Columns) & (row >= 0) & (row < seg_ds.Rows)
+            hits = np.flatnonzero(inside)
+            mask[hits] = on[chosen[pick[hits]], row[hits], col[hits]]
+        out[label] = mask.reshape(size[2], size[1], size[0])
+    return out

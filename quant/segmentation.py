@@ -1,0 +1,306 @@
+"""Automatic regions: the skeletal-muscle reference and candidate lesions.
+
+First honest versions, rule-based and documented rule by rule. Inputs are SimpleITK images on
+the PET grid (the CT already resampled onto it); outputs are bool masks ``[slice, row, col]``.
+
+Muscle reference (:func:`muscle_reference`)
+    1. Candidates: CT voxels in ``settings.muscle_hu_range`` (default -29..150 HU) inside the
+       body (largest connected region above -500 HU).
+    2. Voxels enclosed by bone in their axial slice (bone >= 300 HU, closed by one voxel,
+       holes filled) are removed: brain inside the skull, marrow and spinal canal.
+    3. Candidates are eroded by ``round(5 mm / spacing)`` voxels per axis (at least one) with
+       a ball, away from fat, bone, air and organ borders and from PET partial volume.
+    4. 26-connected components of at least ``MUSCLE_MIN_COMPONENT_ML`` are ranked by their
+       median SUV. Skeletal muscle is taken to be the lowest-uptake soft tissue of that size:
+       the component with the lowest median is kept, with every other component whose median
+       is within ``MUSCLE_MEDIAN_BAND`` (15 %) of it, largest first, until
+       ``MUSCLE_TARGET_ML`` is reached. Organs with more uptake than muscle (liver, heart,
+       bowel, bladder, tumour) fall out here; organs with less uptake than muscle and a CT
+       number in the muscle window would not, and none is known besides the brain (rule 2).
+    5. Voxels farther than 3 x 1.4826 x MAD from the median SUV of the kept voxels are
+       dropped (robust trim of hot or cold outliers; the spread is floored at 1 % of the
+       median so that a noiseless image keeps its voxels).
+    Without a CT the reference is refused: PET alone cannot tell muscle from other tissue of
+    similar uptake. The pipeline may use a supplied muscle contour instead.
+
+Lesions (:func:`detect_lesions`)
+    1. Candidates: voxels with ``SUV > settings.lesion_tm_threshold x muscle SUVmean``,
+       26-connected components of at least ``settings.lesion_min_volume_ml``.
+    2. Physiological uptake is excluded when a CT is given, by the CT numbers under the
+       component: liver when at least half its voxels lie in 45..80 HU and it holds at least
+       ``ORGAN_MIN_VOLUME_ML`` (300 ml) or is cut by the first or last slice of the field of
+       view (a truncated liver dome or tip); urinary bladder (or other fluid) when at least half its
+       voxels lie in -10..25 HU; brain when at least half its voxels are enclosed by bone and
+       it holds at least 300 ml. Without a CT nothing is excluded. Known gap: hot bowel
+       (Cu-ATSM hepatobiliary clearance) with soft-tissue CT numbers is not excluded.
+    3. Each remaining component is delineated at ``settings.delineation_fraction_of_max`` of
+       its SUVmax: the voxels of the component at or above that level that are 26-connected
+       to the maximum, with enclosed holes filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813 (the conventional name)
+
+from quant.errors import QuantificationError
+from quant.figures import component_at, muscle_figures, voxel_volume_ml
+from quant.results import MuscleResult
+from quant.settings import QuantSettings
+
+BODY_HU = -500.0
+BONE_HU = 300.0
+MUSCLE_EROSION_MM = 5.0
+MUSCLE_MIN_COMPONENT_ML = 5.0
+MUSCLE_MEDIAN_BAND = 0.15
+MUSCLE_TARGET_ML = 50.0
+MUSCLE_TRIM_MADS = 3.0
+MUSCLE_MIN_MAD = 0.01
+"""Floor of the robust spread, as a fraction of the median (a noiseless image keeps its voxels)."""
+LIVER_HU = (45.0, 80.0)
+FLUID_HU = (-10.0, 25.0)
+ORGAN_MIN_VOLUME_ML = 300.0
+ORGAN_MIN_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class _Grid:
+    suv: np.ndarray
+    hu: np.ndarray | None
+    spacing: tuple[float, float, float]
+    voxel_ml: float
+
+
+def _arrays(suv: sitk.Image, ct_hu_on_pet: sitk.Image | None) -> _Grid:
+    if suv.GetDimension() != 3:
+        raise ValueError(f"suv must be a 3-D image, got {suv.GetDimension()}-D")
+    spacing = (float(suv.GetSpacing()[0]), float(suv.GetSpacing()[1]), float(suv.GetSpacing()[2]))
+    hu = None
+    if ct_hu_on_pet is not None:
+        if ct_hu_on_pet.GetSize() != suv.GetSize() or not np.allclose(
+            ct_hu_on_pet.GetSpacing(), suv.GetSpacing(), rtol=1e-4
+        ):
+            raise ValueError(
+                "ct_hu_on_pet must be on the PET grid (resample it with quant.volume.resample_to)"
+            )
+        hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
+    return _Grid(
+        suv=sitk.GetArrayFromImage(suv).astype(np.float64),
+        hu=hu,
+        spacing=spacing,
+        voxel_ml=voxel_volume_ml(spacing),
+    )
+
+
+def _labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected component labels (1..n) of ``mask`` and their count."""
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    labels = sitk.GetArrayFromImage(image)
+    return labels, int(labels.max())
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, n = _labels(mask)
+    if n == 0:
+        return mask.copy()
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    out: np.ndarray = labels == int(np.argmax(counts))
+    return out
+
+
+def _erode(mask: np.ndarray, spacing: tuple[float, float, float], mm: float) -> np.ndarray:
+    radius = [max(1, int(round(mm / s))) for s in spacing]
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    eroded = sitk.BinaryErode(image, radius, sitk.sitkBall, 0, 1)
+    out: np.ndarray = sitk.GetArrayFromImage(eroded).astype(bool)
+    return out
+
+
+def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
+    """Voxels enclosed by bone in their axial slice (holes of the bone mask closed by 1 voxel).
+
+    Parameters
+    ----------
+    hu
+        CT numbers ``[slice, row, col]``.
+    """
+    out = np.zeros(hu.shape, dtype=bool)
+    bone = hu >= BONE_HU
+    for k in np.flatnonzero(bone.any(axis=(1, 2))):
+        ring = sitk.BinaryDilate(sitk.GetImageFromArray(bone[k].astype(np.uint8)), [1, 1])
+        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(ring, True, 1)).astype(bool)
+        out[k] = filled & ~sitk.GetArrayFromImage(ring).astype(bool)
+    return out
+
+
+def _side(columns: np.ndarray, body_centre_col: float, n_cols: int) -> str:
+    """Patient side of voxels, columns growing towards the patient's left (LPS)."""
+    margin = max(1.0, 0.05 * n_cols)
+    left = bool(np.any(columns > body_centre_col + margin))
+    right = bool(np.any(columns < body_centre_col - margin))
+    if left and right:
+        return "both sides"
+    return "patient left" if left else ("patient right" if right else "midline")
+
+
+def _muscle_components(
+    candidates: np.ndarray, suv: np.ndarray, voxel_ml: float
+) -> list[tuple[float, int, np.ndarray]]:
+    """(median SUV, voxel count, mask) of each component large enough, lowest median first."""
+    labels, n = _labels(candidates)
+    if n == 0:
+        return []
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    out = []
+    for lab in np.flatnonzero(counts * voxel_ml >= MUSCLE_MIN_COMPONENT_ML):
+        if lab == 0:
+            continue
+        comp = labels == lab
+        out.append((float(np.median(suv[comp])), int(counts[lab]), comp))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def muscle_reference(
+    suv: sitk.Image, ct_hu_on_pet: sitk.Image | None, settings: QuantSettings
+) -> MuscleResult:
+    """Automatic skeletal-muscle reference region (rules in the module docstring).
+
+    Parameters
+    ----------
+    suv
+        SUV image on the PET grid.
+    ct_hu_on_pet
+        CT in HU resampled onto the PET grid, or None when the study has no CT.
+    settings
+        ``muscle_hu_range`` is used.
+
+    Raises
+    ------
+    QuantificationError
+        No CT, or no region of skeletal-muscle CT numbers large enough.
+    """
+    if ct_hu_on_pet is None:
+        raise QuantificationError(
+            "no CT in the study: the automatic muscle reference needs a CT "
+            "(send the CT, or a muscle contour in an RTSTRUCT)"
+        )
+    grid = _arrays(suv, ct_hu_on_pet)
+    assert grid.hu is not None
+    lo, hi = settings.muscle_hu_range
+    body = _largest(grid.hu > BODY_HU)
+    candidates = body & (grid.hu >= lo) & (grid.hu <= hi) & ~enclosed_by_bone(grid.hu)
+    candidates = _erode(candidates, grid.spacing, MUSCLE_EROSION_MM)
+    components = _muscle_components(candidates, grid.suv, grid.voxel_ml)
+    if not components:
+        raise QuantificationError(
+            f"no skeletal muscle found: no region of {lo:g}..{hi:g} HU larger than "
+            f"{MUSCLE_MIN_COMPONENT_ML:g} ml after a {MUSCLE_EROSION_MM:g} mm erosion"
+        )
+    lowest = components[0][0]
+    chosen = np.zeros_like(candidates)
+    kept = 0
+    for median, count, comp in sorted(components, key=lambda c: -c[1]):
+        similar = median <= lowest * (1.0 + MUSCLE_MEDIAN_BAND)
+        if similar and kept * grid.voxel_ml < MUSCLE_TARGET_ML:
+            chosen |= comp
+            kept += count
+    values = grid.suv[chosen]
+    median = float(np.median(values))
+    mad = max(float(np.median(np.abs(values - median))) * 1.4826, MUSCLE_MIN_MAD * median)
+    mask = chosen & (np.abs(grid.suv - median) <= MUSCLE_TRIM_MADS * mad + 1e-12)
+    mean, sd, volume = muscle_figures(grid.suv, mask, grid.spacing)
+    slices, _, columns = np.nonzero(mask)
+    body_cols = np.nonzero(body)[2]
+    side = _side(columns, float(body_cols.mean()), mask.shape[2])
+    location = (
+        f"skeletal muscle ({lo:g}..{hi:g} HU on CT), {side}, "
+        f"PET slices {int(slices.min()) + 1}-{int(slices.max()) + 1} of {mask.shape[0]}"
+    )
+    return MuscleResult(suv_mean=mean, suv_sd=sd, volume_ml=volume, mask=mask, location=location)
+
+
+def _fraction_in(values: np.ndarray, window: tuple[float, float]) -> float:
+    return float(np.mean((values >= window[0]) & (values <= window[1])))
+
+
+def physiological_reason(
+    component: np.ndarray, hu: np.ndarray, enclosed: np.ndarray, voxel_ml: float
+) -> str | None:
+    """Why a candidate region is physiological uptake (rules in the module docstring), or None."""
+    values = hu[component]
+    volume = int(component.sum()) * voxel_ml
+    large = volume >= ORGAN_MIN_VOLUME_ML
+    truncated = bool(component[0].any() or component[-1].any())
+    if (large or truncated) and _fraction_in(values, LIVER_HU) >= ORGAN_MIN_FRACTION:
+        return "liver"
+    if _fraction_in(values, FLUID_HU) >= ORGAN_MIN_FRACTION:
+        return "urinary bladder or other fluid"
+    if volume >= ORGAN_MIN_VOLUME_ML and float(enclosed[component].mean()) >= ORGAN_MIN_FRACTION:
+        return "brain"
+    return None
+
+
+def delineate(suv: np.ndarray, region: np.ndarray, fraction_of_max: float) -> np.ndarray:
+    """Isocontour at ``fraction_of_max`` x the region's SUVmax, connected to it, holes filled."""
+    masked = np.where(region, suv, -np.inf)
+    peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), suv.shape))
+    level = fraction_of_max * float(suv[peak])
+    lesion = component_at(region & (suv >= level), peak)  # type: ignore[arg-type]
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(lesion.astype(np.uint8)), True, 1)
+    out: np.ndarray = sitk.GetArrayFromImage(filled).astype(bool)
+    return out
+
+
+def detect_lesions(
+    suv: sitk.Image,
+    muscle_suv_mean: float,
+    settings: QuantSettings,
+    *,
+    ct_hu_on_pet: sitk.Image | None = None,
+) -> list[np.ndarray]:
+    """Candidate lesions above a tumour-to-muscle threshold (rules in the module docstring).
+
+    Parameters
+    ----------
+    suv
+        SUV image on the PET grid.
+    muscle_suv_mean
+        Reference muscle SUVmean (> 0).
+    settings
+        ``lesion_tm_threshold``, ``lesion_min_volume_ml``, ``delineation_fraction_of_max``.
+    ct_hu_on_pet
+        CT in HU on the PET grid; enables the exclusion of liver, bladder and brain.
+
+    Returns
+    -------
+    list[numpy.ndarray]
+        One bool mask ``[slice, row, col]`` per lesion, highest SUVmax first.
+    """
+    if not np.isfinite(muscle_suv_mean) or muscle_suv_mean <= 0:
+        raise ValueError(f"muscle_suv_mean must be > 0, got {muscle_suv_mean}")
+    if not 0 < settings.delineation_fraction_of_max < 1:
+        raise ValueError("settings.delineation_fraction_of_max must lie in (0, 1)")
+    grid = _arrays(suv, ct_hu_on_pet)
+    labels, n = _labels(grid.suv > settings.lesion_tm_threshold * muscle_suv_mean)
+    if n == 0:
+        return []
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    enclosed = enclosed_by_bone(grid.hu) if grid.hu is not None else None
+    lesions = []
+    for lab in range(1, n + 1):
+        if counts[lab] * grid.voxel_ml < settings.lesion_min_volume_ml:
+            continue
+        region = labels == lab
+        if (
+            grid.hu is not None
+            and enclosed is not None
+            and physiological_reason(region, grid.hu, enclosed, grid.voxel_ml) is not None
+        ):
+            continue
+        lesions.append(delineate(grid.suv, region, settings.delineation_fraction_of_max))
+    lesions.sort(key=lambda m: -float(grid.suv[m].max()))
+    return lesions

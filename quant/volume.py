@@ -1,0 +1,423 @@
+"""PET (in SUV) and CT (in HU) volumes from already-loaded pydicom datasets.
+
+Slices are ordered by their position along the slice normal (the cross product of the two
+ImageOrientationPatient vectors, dotted with ImagePositionPatient), never by InstanceNumber.
+Each volume is built once, vectorised: one stack, one per-slice rescale, one per-slice SUV
+factor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from quant.errors import QuantificationError
+from quant.pet_header import (
+    check_series_consistency,
+    enhanced_frame_headers,
+    slice_header,
+    suv_factors,
+)
+from quant.results import SuvFacts
+
+ENHANCED_PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+SAME_POSITION_MM = 0.01
+"""Slices closer than this along the normal are at the same position."""
+SPACING_WARN_FRACTION = 0.001
+"""Slice-spacing deviation (fraction of the median) above which we warn."""
+SPACING_REFUSE_FRACTION = 0.1
+"""Slice-spacing deviation (fraction of the median) above which we refuse (a gap)."""
+
+
+@dataclass
+class PetVolume:
+    """One PET series converted to SUV.
+
+    Attributes
+    ----------
+    suv
+        float32 SUV image with the series' origin, spacing and direction.
+    sop_instance_uids
+        SOPInstanceUID of each image slice, index = image z index (an enhanced multi-frame
+        image repeats its one UID; see ``frame_numbers``).
+    datasets
+        The datasets in the same order (an enhanced image repeats its one dataset).
+    facts
+        Header facts the conversion used, with geometry warnings appended.
+    series_instance_uid, study_instance_uid, frame_of_reference_uid
+        From the header.
+    frame_numbers
+        For an enhanced multi-frame image, the 1-based frame number of each slice; empty for
+        single-frame series.
+    """
+
+    suv: sitk.Image
+    sop_instance_uids: list[str]
+    datasets: list[Dataset]
+    facts: SuvFacts
+    series_instance_uid: str
+    study_instance_uid: str
+    frame_of_reference_uid: str
+    frame_numbers: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """Geometry of one slice: position, orientation, pixel spacing and pixel grid size."""
+
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    shape: tuple[int, int]
+    thickness: float | None
+
+
+@dataclass(frozen=True)
+class _Stack:
+    order: list[int]
+    origin: np.ndarray
+    direction: np.ndarray
+    spacing: tuple[float, float, float]
+    warnings: tuple[str, ...]
+
+
+def _floats(value: object, count: int, name: str) -> np.ndarray:
+    try:
+        array = np.asarray([float(v) for v in value], dtype=np.float64)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        array = np.zeros(0)
+    if array.shape != (count,):
+        raise QuantificationError(f"{name} missing or malformed: cannot place the slice in space")
+    return array
+
+
+def _plane_of(ds: Dataset) -> _Plane:
+    thickness = ds.get("SliceThickness")
+    return _Plane(
+        position=_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)"),
+        orientation=_floats(
+            ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient (0020,0037)"
+        ),
+        pixel_spacing=tuple(_floats(ds.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)")),  # type: ignore[arg-type]
+        shape=(int(ds.Rows), int(ds.Columns)),
+        thickness=float(thickness) if thickness not in (None, "") else None,
+    )
+
+
+def _stack_geometry(
+    planes: Sequence[_Plane],
+    same_content: Callable[[int, int], bool],
+    tie_break: Sequence[int],
+) -> _Stack:
+    """Sort, de-duplicate and check the spacing of a set of parallel planes.
+
+    Parameters
+    ----------
+    planes
+        Geometry of each slice, in input order.
+    same_content
+        ``same_content(i, j)`` tells whether slices i and j are exact duplicates.
+    tie_break
+        Secondary sort key (InstanceNumber or frame number).
+    """
+    first = planes[0]
+    for plane, label in (
+        (
+            lambda p: not np.allclose(p.orientation, first.orientation, atol=1e-4),
+            "ImageOrientationPatient (0020,0037)",
+        ),
+        (
+            lambda p: not np.allclose(p.pixel_spacing, first.pixel_spacing, rtol=1e-4),
+            "PixelSpacing (0028,0030)",
+        ),
+        (lambda p: p.shape != first.shape, "Rows/Columns (0028,0010/0011)"),
+    ):
+        if any(plane(p) for p in planes):
+            raise QuantificationError(
+                f"{label} differs between slices: not one volume (mixed series or a "
+                "multi-orientation acquisition)"
+            )
+    row = first.orientation[:3] / np.linalg.norm(first.orientation[:3])
+    col = first.orientation[3:] / np.linalg.norm(first.orientation[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    along = np.array([p.position @ normal for p in planes])
+    order = [int(i) for i in np.lexsort((np.asarray(tie_break), along))]
+
+    warnings: list[str] = []
+    kept = [order[0]]
+    dropped = 0
+    for index in order[1:]:
+        if abs(along[index] - along[kept[-1]]) < SAME_POSITION_MM:
+            if same_content(kept[-1], index):
+                dropped += 1
+                continue
+            raise QuantificationError(
+                f"two different slices at the same position ({along[index]:.2f} mm along the "
+                "slice normal): several time frames or acquisitions are mixed in one series"
+            )
+        kept.append(index)
+    if dropped:
+        warnings.append(f"{dropped} exact duplicate slice(s) dropped")
+
+    if len(kept) > 1:
+        steps = np.diff(along[kept])
+        median = float(np.median(steps))
+        deviation = float(np.max(np.abs(steps - median))) / median
+        if deviation > SPACING_REFUSE_FRACTION:
+            worst = int(np.argmax(np.abs(steps - median)))
+            raise QuantificationError(
+                f"uneven slice spacing: {steps[worst]:.2f} mm between slices {worst} and "
+                f"{worst + 1} where the median is {median:.2f} mm (missing slices?)"
+            )
+        if deviation > SPACING_WARN_FRACTION:
+            warnings.append(
+                f"slice spacing varies by up to {deviation:.1%} around {median:.3f} mm; "
+                "the median spacing is used"
+            )
+        slice_spacing = median
+    else:
+        slice_spacing = first.thickness or 1.0
+
+    direction = np.column_stack([row, col, normal])
+    origin = planes[kept[0]].position
+    spacing = (float(first.pixel_spacing[1]), float(first.pixel_spacing[0]), slice_spacing)
+    return _Stack(kept, origin, direction, spacing, tuple(warnings))
+
+
+def _image(array: np.ndarray, stack: _Stack) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    image.SetOrigin(tuple(float(v) for v in stack.origin))
+    image.SetSpacing(stack.spacing)
+    image.SetDirection(tuple(float(v) for v in stack.direction.ravel()))
+    return image
+
+
+def _single_series(datasets: Sequence[Dataset]) -> None:
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise QuantificationError(
+            f"images from {len(series)} series (SeriesInstanceUID differs): pass one series"
+        )
+
+
+def _same_pixels(datasets: Sequence[Dataset]) -> Callable[[int, int], bool]:
+    def same(i: int, j: int) -> bool:
+        a, b = datasets[i], datasets[j]
+        if a.get("SOPInstanceUID") == b.get("SOPInstanceUID"):
+            return True
+        return bool(
+            a.get("RescaleSlope") == b.get("RescaleSlope")
+            and a.get("RescaleIntercept") == b.get("RescaleIntercept")
+            and a.get("PixelData") == b.get("PixelData")
+        )
+
+    return same
+
+
+def _rescale(datasets: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
+    slopes = np.array([float(ds.get("RescaleSlope", 1.0) or 1.0) for ds in datasets])
+    intercepts = np.array([float(ds.get("RescaleIntercept", 0.0) or 0.0) for ds in datasets])
+    return slopes, intercepts
+
+
+def _sorted_classic(datasets: Sequence[Dataset]) -> tuple[list[Dataset], _Stack, np.ndarray]:
+    if not datasets:
+        raise QuantificationError("no images: the series is empty")
+    _single_series(datasets)
+    for ds in datasets:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise QuantificationError(
+                "NumberOfFrames (0028,0008) > 1 in a single-frame series: not supported"
+            )
+    planes = [_plane_of(ds) for ds in datasets]
+    instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
+    stack = _stack_geometry(planes, _same_pixels(datasets), instance)
+    ordered = [datasets[i] for i in stack.order]
+    pixels = np.stack([ds.pixel_array for ds in ordered]).astype(np.float64)
+    slopes, intercepts = _rescale(ordered)
+    values = pixels * slopes[:, None, None] + intercepts[:, None, None]
+    return ordered, stack, values
+
+
+def _with_warnings(facts: SuvFacts, extra: Sequence[str]) -> SuvFacts:
+    if not extra:
+        return facts
+    return dataclasses.replace(facts, warnings=facts.warnings + tuple(extra))
+
+
+def load_pet_suv(datasets: Sequence[Dataset], suv_type: str = "BW") -> PetVolume:
+    """Convert one PET series to an SUV volume.
+
+    Parameters
+    ----------
+    datasets
+        All images of one PET series (single-frame PET Image Storage), in any order, or one
+        Enhanced PET multi-frame image.
+    suv_type
+        ``"BW"`` (default), ``"LBM"``, ``"LBMJAMES128"``, ``"LBMJANMA"``, ``"BSA"``, ``"IBW"``.
+
+    Returns
+    -------
+    PetVolume
+
+    Raises
+    ------
+    QuantificationError
+        Mixed series, non-PET images, duplicates with different content, gaps, or any header
+        refusal of :func:`quant.pet_header.suv_factors`.
+    """
+    datasets = list(datasets)
+    if not datasets:
+        raise QuantificationError("no PET images: the series is empty")
+    if any(str(ds.get("SOPClassUID", "")) == ENHANCED_PET_IMAGE_STORAGE for ds in datasets):
+        if len(datasets) != 1:
+            raise QuantificationError(
+                "Enhanced PET multi-frame image mixed with other images: pass one series"
+            )
+        return _load_enhanced_pet(datasets[0], suv_type)
+    modalities = {str(ds.get("Modality", "")) for ds in datasets}
+    if modalities != {"PT"}:
+        raise QuantificationError(
+            f"Modality (0008,0060) {', '.join(sorted(modalities))}: a PET series (PT) is needed"
+        )
+    check_series_consistency(datasets)
+    ordered, stack, values = _sorted_classic(datasets)
+    factors, facts = suv_factors(ordered[0], [slice_header(ds) for ds in ordered], suv_type)
+    suv_array = values * factors[:, None, None]
+    first = ordered[0]
+    return PetVolume(
+        suv=_image(suv_array, stack),
+        sop_instance_uids=[str(ds.SOPInstanceUID) for ds in ordered],
+        datasets=ordered,
+        facts=_with_warnings(facts, stack.warnings),
+        series_instance_uid=str(first.get("SeriesInstanceUID", "")),
+        study_instance_uid=str(first.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+    )
+
+
+def _frame_item(frame: Dataset, shared: Dataset, keyword: str) -> Dataset:
+    seq = frame.get(keyword) or shared.get(keyword)
+    if not seq:
+        raise QuantificationError(
+            f"{keyword} missing from the functional groups: cannot read the enhanced frame"
+        )
+    return seq[0]
+
+
+def _load_enhanced_pet(ds: Dataset, suv_type: str) -> PetVolume:
+    frames = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    if not frames:
+        raise QuantificationError(
+            "PerFrameFunctionalGroupsSequence (5200,9230) missing: not a valid enhanced image"
+        )
+    planes = []
+    slopes = np.ones(len(frames))
+    intercepts = np.zeros(len(frames))
+    for i, frame in enumerate(frames):
+        position = _frame_item(frame, shared, "PlanePositionSequence")
+        orientation = _frame_item(frame, shared, "PlaneOrientationSequence")
+        measures = _frame_item(frame, shared, "PixelMeasuresSequence")
+        thickness = measures.get("SliceThickness")
+        planes.append(
+            _Plane(
+                position=_floats(
+                    position.get("ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)"
+                ),
+                orientation=_floats(
+                    orientation.get("ImageOrientationPatient"),
+                    6,
+                    "ImageOrientationPatient (0020,0037)",
+                ),
+                pixel_spacing=tuple(  # type: ignore[arg-type]
+                    _floats(measures.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)")
+                ),
+                shape=(int(ds.Rows), int(ds.Columns)),
+                thickness=float(thickness) if thickness not in (None, "") else None,
+            )
+        )
+        transform_seq = frame.get("PixelValueTransformationSequence") or shared.get(
+            "PixelValueTransformationSequence"
+        )
+        if transform_seq:
+            slopes[i] = float(transform_seq[0].get("RescaleSlope", 1.0) or 1.0)
+            intercepts[i] = float(transform_seq[0].get("RescaleIntercept", 0.0) or 0.0)
+    pixels = np.asarray(ds.pixel_array, dtype=np.float64).reshape(
+        len(frames), int(ds.Rows), int(ds.Columns)
+    )
+
+    def same(i: int, j: int) -> bool:
+        return bool(
+            slopes[i] == slopes[j]
+            and intercepts[i] == intercepts[j]
+            and np.array_equal(pixels[i], pixels[j])
+        )
+
+    stack = _stack_geometry(planes, same, list(range(len(frames))))
+    order = stack.order
+    headers = enhanced_frame_headers(ds)
+    factors, facts = suv_factors(ds, [headers[i] for i in order], suv_type)
+    values = pixels[order] * slopes[order, None, None] + intercepts[order, None, None]
+    return PetVolume(
+        suv=_image(values * factors[:, None, None], stack),
+        sop_instance_uids=[str(ds.SOPInstanceUID)] * len(order),
+        datasets=[ds] * len(order),
+        facts=_with_warnings(facts, stack.warnings),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        frame_numbers=[i + 1 for i in order],
+    )
+
+
+def load_ct_hu(datasets: Sequence[Dataset]) -> sitk.Image:
+    """A CT series as a float32 image in Hounsfield units, sorted along the slice normal.
+
+    Parameters
+    ----------
+    datasets
+        All single-frame images of one CT series, in any order.
+
+    Raises
+    ------
+    QuantificationError
+        Mixed series, enhanced multi-frame CT, duplicates with different content or gaps.
+    """
+    datasets = list(datasets)
+    if any(str(ds.get("SOPClassUID", "")) == ENHANCED_CT_IMAGE_STORAGE for ds in datasets):
+        raise QuantificationError(
+            "Enhanced CT multi-frame images are not supported: send the CT as single-frame images"
+        )
+    _, stack, values = _sorted_classic(datasets)
+    return _image(values, stack)
+
+
+def resample_to(image: sitk.Image, reference: sitk.Image, default_value: float) -> sitk.Image:
+    """``image`` resampled (linear) onto the grid of ``reference``, as float32.
+
+    Parameters
+    ----------
+    image
+        Any scalar image in the same patient coordinate system.
+    reference
+        The target grid (origin, spacing, direction, size).
+    default_value
+        Value outside ``image`` (e.g. -1000 for CT in HU, 0 for SUV).
+    """
+    return sitk.Resample(
+        image,
+        reference,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        float(default_value),
+        sitk.sitkFloat32,
+    )
