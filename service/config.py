@@ -7,11 +7,19 @@ is validated when it is loaded; a bad value raises :class:`ConfigError` naming t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -136,6 +144,33 @@ class Destination(_Section):
         return self.name or self.ae_title
 
 
+class HttpConfig(_Section):
+    """``[http]``: the status page, JSON API, ``/healthz`` and ``/metrics``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str = ""
+    """Bearer token; required when ``host`` is not a loopback address."""
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the interface is reachable from this machine only."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    @model_validator(mode="after")
+    def _token_when_exposed(self) -> HttpConfig:
+        if self.enabled and not self.is_loopback and not self.token:
+            raise ValueError(
+                f"http.token is required when the HTTP interface listens on {self.host}"
+                " (beyond loopback); set it or bind to 127.0.0.1"
+            )
+        return self
+
+
 class LogConfig(_Section):
     """``[log]``: logging level and format."""
 
@@ -158,6 +193,7 @@ class Config(BaseSettings):
     output: OutputConfig = Field(default_factory=OutputConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     destinations: list[Destination] = Field(default_factory=list)
 
     @classmethod

@@ -456,6 +456,29 @@ class Index:
         with self._transaction() as db:
             return db.execute(sql, values).rowcount
 
+    def queue_exports(self, study_uid: str, destinations: list[str]) -> int:
+        """(Re)queue the latest results of a study for ``destinations``, due now."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT sop_instance_uid, path FROM results WHERE study_instance_uid = ? AND"
+                " generation = (SELECT MAX(generation) FROM results WHERE study_instance_uid = ?)",
+                (study_uid, study_uid),
+            ).fetchall()
+            for row in rows:
+                for destination in destinations:
+                    db.execute(
+                        "INSERT INTO exports (sop_instance_uid, study_instance_uid, destination,"
+                        " path, state, next_attempt_at, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (sop_instance_uid, destination) DO UPDATE SET"
+                        " state = excluded.state, next_attempt_at = excluded.next_attempt_at,"
+                        " created_at = excluded.created_at, updated_at = excluded.updated_at",
+                        (row["sop_instance_uid"], study_uid, destination, row["path"],
+                         ExportState.PENDING.value, now, now, now),
+                    )
+        return len(rows) * len(destinations)
+
     def export_counts(self) -> dict[str, int]:
         """Number of exports per state."""
         with self._lock:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -33,6 +32,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from service import dimse_status
 from service.config import Config
 from service.index import Index, InstanceRecord
+from service.metrics import Metrics
 from service.store import InstanceStore, StoreError, is_valid_uid
 
 log = logging.getLogger("hypoxnode.listener")
@@ -55,11 +55,12 @@ pylibjpeg decoders are installed (JPEG lossless, JPEG-LS, JPEG 2000, RLE)."""
 
 
 class AssociationLog:
-    """Counts what each association stored, for one audit line when it ends."""
+    """Counts what each association stored, for one audit line when it ends, and the metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._lock = threading.Lock()
         self._stored: dict[int, list[int]] = {}
+        self.metrics = metrics or Metrics()
 
     def stored(self, assoc: Any, size: int) -> None:
         """Count one stored instance of ``size`` bytes on ``assoc``."""
@@ -67,11 +68,14 @@ class AssociationLog:
             counts = self._stored.setdefault(id(assoc), [0, 0, 0])
             counts[0] += 1
             counts[1] += size
+        self.metrics.instances_received.inc()
+        self.metrics.bytes_received.inc(size)
 
     def refused(self, assoc: Any) -> None:
         """Count one refused instance on ``assoc``."""
         with self._lock:
             self._stored.setdefault(id(assoc), [0, 0, 0])[2] += 1
+        self.metrics.instances_refused.inc()
 
     def pop(self, assoc: Any) -> tuple[int, int, int]:
         """Stored count, bytes and refused count of ``assoc``; forgets it."""
@@ -95,7 +99,6 @@ def handle_store(
     store: InstanceStore,
     index: Index,
     assoc_log: AssociationLog,
-    on_stored: Callable[[int], None] | None = None,
 ) -> int | tuple[int, Dataset]:
     """C-STORE: write the instance durably, index it, then answer.
 
@@ -159,21 +162,22 @@ def handle_store(
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
     assoc_log.stored(event.assoc, stored.size_bytes)
-    if on_stored is not None:
-        on_stored(stored.size_bytes)
     log.debug("stored %s (study %s)", sop_uid, study_uid)
     return dimse_status.SUCCESS
 
 
-def _on_accepted(event: Event) -> None:
+def _on_accepted(event: Event, assoc_log: AssociationLog) -> None:
+    assoc_log.metrics.associations.labels("accepted").inc()
     audit.info("association accepted from %s", _peer(event))
 
 
-def _on_rejected(event: Event) -> None:
+def _on_rejected(event: Event, assoc_log: AssociationLog) -> None:
+    assoc_log.metrics.associations.labels("rejected").inc()
     audit.warning("association rejected from %s", _peer(event))
 
 
 def _on_ended(event: Event, assoc_log: AssociationLog, how: str) -> None:
+    assoc_log.metrics.associations.labels(how).inc()
     count, size, refused = assoc_log.pop(event.assoc)
     audit.info(
         "association %s from %s: %d instances stored (%d bytes), %d refused",
@@ -202,16 +206,16 @@ def start_listener(
     config: Config,
     store: InstanceStore,
     index: Index,
-    on_stored: Callable[[int], None] | None = None,
+    metrics: Metrics | None = None,
 ) -> ThreadedAssociationServer:
     """Start the C-ECHO/C-STORE server in background threads and return it."""
     ae = build_ae(config)
-    assoc_log = AssociationLog()
+    assoc_log = AssociationLog(metrics)
     handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [store, index, assoc_log, on_stored]),
-        (evt.EVT_ACCEPTED, _on_accepted),
-        (evt.EVT_REJECTED, _on_rejected),
+        (evt.EVT_C_STORE, handle_store, [store, index, assoc_log]),
+        (evt.EVT_ACCEPTED, _on_accepted, [assoc_log]),
+        (evt.EVT_REJECTED, _on_rejected, [assoc_log]),
         (evt.EVT_RELEASED, _on_ended, [assoc_log, "released"]),
         (evt.EVT_ABORTED, _on_ended, [assoc_log, "aborted"]),
     ]

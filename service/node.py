@@ -18,8 +18,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
 
 from service.config import Config
+from service.http_api import HttpServer
 from service.index import Index, StudyState
 from service.listener import start_listener
+from service.metrics import Metrics
 from service.processing import ProcessingOutcome, process_study
 from service.sender import Sender
 from service.store import InstanceStore
@@ -38,12 +40,14 @@ class Node:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.metrics = Metrics()
         self.store = InstanceStore(config.data_dir)
         self.index = Index(config.data_dir / "index.sqlite")
-        self.sender = Sender(config, self.index)
+        self.sender = Sender(config, self.index, self.metrics)
         self.scheduler = BackgroundScheduler(daemon=True)
         self._executor: ProcessPoolExecutor | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._http: HttpServer | None = None
         self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
         self._lock = threading.Lock()
 
@@ -54,8 +58,18 @@ class Node:
             raise RuntimeError("node not started")
         return int(self._server.server_address[1])
 
+    @property
+    def listening(self) -> bool:
+        """Whether the DICOM port is open."""
+        return self._server is not None
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port, when the HTTP interface runs."""
+        return self._http.port if self._http is not None else None
+
     def start(self) -> None:
-        """Reconcile, then start workers, scheduler and listener."""
+        """Reconcile, then start workers, scheduler, HTTP interface and listener."""
         self._reconcile()
         self._executor = ProcessPoolExecutor(
             max_workers=self.config.quant.workers,
@@ -70,7 +84,11 @@ class Node:
             id="send-results", max_instances=1, coalesce=True,
         )
         self.scheduler.start()
-        self._server = start_listener(self.config, self.store, self.index)
+        if self.config.http.enabled:
+            self._http = HttpServer(self)
+            self._http.start()
+            log.info("status page on http://%s:%d/", self.config.http.host, self._http.port)
+        self._server = start_listener(self.config, self.store, self.index, self.metrics)
         log.info(
             "listening as %s on %s:%d, data in %s, %d destination(s)",
             self.config.node.ae_title, self.config.node.host, self.port, self.config.data_dir,
@@ -88,6 +106,9 @@ class Node:
                 assoc.join(max(0.0, deadline - time.monotonic()))
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -153,7 +174,10 @@ class Node:
         study_uid = outcome.study_instance_uid
         info = self.index.study(study_uid)
         generation = int(info["generation"]) if info else 0
+        if outcome.timings_s:
+            self.metrics.processing_seconds.observe(sum(outcome.timings_s.values()))
         if outcome.ok:
+            self.metrics.studies_processed.inc()
             self.index.record_results(
                 study_uid, outcome.outputs, [d.key for d in self.config.destinations], generation
             )
@@ -169,7 +193,47 @@ class Node:
                 ", ".join(f"{k} {v:.2f}" for k, v in outcome.timings_s.items()),
             )
         else:
+            self.metrics.studies_failed.inc()
             self.index.set_study_state(
                 study_uid, StudyState.FAILED, expected=StudyState.PROCESSING, error=outcome.error
             )
             log.error("study %s not quantified: %s", study_uid, outcome.error)
+
+    # -- operator actions (HTTP API and CLI) ------------------------------------------------
+
+    def reprocess(self, study_uid: str) -> bool:
+        """Quantify a done or failed study again now; False while it is busy."""
+        for state in (StudyState.DONE, StudyState.FAILED):
+            if self.index.set_study_state(study_uid, StudyState.QUEUED, expected=state):
+                self._submit(study_uid)
+                return True
+        return False
+
+    def send(self, study_uid: str, destination: str | None = None) -> int:
+        """(Re)queue a study's latest results for one destination (all when None)."""
+        keys = [d.key for d in self.config.destinations]
+        if destination is not None:
+            if destination not in keys:
+                raise KeyError(f"no destination {destination!r}; configured: {keys}")
+            keys = [destination]
+        return self.index.queue_exports(study_uid, keys)
+
+    def refresh_gauges(self) -> None:
+        """Update the gauges /metrics reports from the index."""
+        counts = self.index.count_studies()
+        self.metrics.queue_length.set(
+            counts.get(StudyState.QUEUED.value, 0) + counts.get(StudyState.PROCESSING.value, 0)
+        )
+        self.metrics.exports_pending.set(self.index.export_counts().get("pending", 0))
+
+    def status(self) -> dict[str, object]:
+        """Node-level status for the API and the home page."""
+        return {
+            "ae_title": self.config.node.ae_title,
+            "port": self.port if self._server is not None else None,
+            "listening": self.listening,
+            "studies": self.index.count_studies(),
+            "exports": self.index.export_counts(),
+            "destinations": [d.key for d in self.config.destinations],
+            "in_flight": sorted(self._in_flight),
+        }

@@ -12,7 +12,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -21,18 +20,10 @@ from pynetdicom import AE
 from service import dimse_status
 from service.config import Config, Destination
 from service.index import ExportRecord, Index
+from service.metrics import Metrics
 
 log = logging.getLogger("hypoxnode.sender")
 audit = logging.getLogger("hypoxnode.audit")
-
-
-@dataclass
-class SendStats:
-    """Counters the metrics page reads."""
-
-    sent: int = 0
-    failed_attempts: int = 0
-    given_up: int = 0
 
 
 def next_delay_s(attempts: int, initial_s: float, maximum_s: float) -> float:
@@ -55,18 +46,24 @@ class Sender:
         Node title and export policy; destinations by their key.
     index
         Where exports are queued and their outcome recorded.
+    metrics
+        Where sent, retried and given-up exports are counted.
     clock
         Time source (seconds), replaceable in tests.
     """
 
     def __init__(
-        self, config: Config, index: Index, clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        index: Index,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.index = index
         self.clock = clock
         self.destinations = {d.key: d for d in config.destinations}
-        self.stats = SendStats()
+        self.metrics = metrics or Metrics()
 
     def run_once(self) -> int:
         """Attempt every due export; returns how many were delivered."""
@@ -116,7 +113,7 @@ class Sender:
                 code = int(status.Status) if status and "Status" in status else None
                 if code is not None and (code == 0 or 0xB000 <= code <= 0xBFFF):
                     self.index.export_sent(export.id, code)
-                    self.stats.sent += 1
+                    self.metrics.exports_sent.inc()
                     delivered += 1
                     audit.info(
                         "export %s to %s: %s", export.sop_instance_uid, destination.key,
@@ -135,10 +132,10 @@ class Sender:
 
     def _retry_or_give_up(self, export: ExportRecord, reason: str, status: int | None) -> None:
         now = self.clock()
-        self.stats.failed_attempts += 1
         if now - export.created_at >= self.config.export.give_up_after_seconds:
             self._give_up(export, reason, status)
             return
+        self.metrics.export_retries.inc()
         delay = next_delay_s(
             export.attempts + 1,
             self.config.export.retry_initial_seconds,
@@ -151,7 +148,7 @@ class Sender:
         )
 
     def _give_up(self, export: ExportRecord, reason: str, status: int | None) -> None:
-        self.stats.given_up += 1
+        self.metrics.export_failures.inc()
         self.index.export_failed(export.id, reason, status, None)
         log.error(
             "export of %s to %s given up: %s", export.sop_instance_uid, export.destination, reason

@@ -24,7 +24,7 @@ def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_example_config_is_valid_and_documents_every_key() -> None:
     config = load_config(EXAMPLE)
     text = EXAMPLE.read_text()
-    for section in ("node", "study", "quant", "output", "export", "log"):
+    for section in ("node", "study", "quant", "output", "export", "log", "http"):
         model = getattr(config, section)
         for key in type(model).model_fields:
             assert f"{key} =" in text or f"# {key} =" in text, f"[{section}] {key} undocumented"
@@ -52,6 +52,7 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("[quant]\nhypoxic_thresholds = []\n", {}, "quant.hypoxic_thresholds"),
         ("", {"HYPOXNODE_NODE__PORT": "70000"}, "HYPOXNODE_NODE__PORT"),
         ('[[destinations]]\nae_title = "P"\nhost = "h"\n', {}, "destinations.0.port"),
+        ('[http]\nhost = "0.0.0.0"\n', {}, "http.token is required"),
     ],
 )
 def test_errors_name_the_key(

@@ -1,0 +1,166 @@
+"""The HTML status pages: the list of studies, and one study with its figures and exports."""
+
+from __future__ import annotations
+
+import html
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#fafbfc}
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
+table{border-collapse:collapse;background:#fff}
+td,th{border:1px solid #d5dae1;padding:.3rem .6rem;text-align:left;font-size:.9rem}
+th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:600;padding:.1rem .4rem;border-radius:.3rem}
+.done{background:#d9f2dd}.failed{background:#f8d7da}.processing,.queued{background:#fff3cd}
+.receiving{background:#e2e8f0}.pending{background:#fff3cd}.sent{background:#d9f2dd}
+.error{color:#8b1a1a;font-weight:600}.muted{color:#667}
+img.summary{max-width:100%;border:1px solid #d5dae1}
+"""
+
+
+def software_version() -> str:
+    """The installed hypoxnode version."""
+    try:
+        return version("hypoxnode")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<meta http-equiv=refresh content=30><style>{STYLE}</style></head>"
+        f"<body><h1>{_e(title)}</h1>{body}"
+        f"<p class=muted>hypoxnode {_e(software_version())}</p></body></html>"
+    )
+
+
+def _state(state: str) -> str:
+    return f"<span class='state {_e(state)}'>{_e(state)}</span>"
+
+
+def study_list(studies: list[dict[str, Any]], status: dict[str, Any]) -> str:
+    """The home page: node status and the most recent studies."""
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["studies"].items())) or "none yet"
+    exports = ", ".join(f"{k}: {v}" for k, v in sorted(status["exports"].items())) or "none yet"
+    head = (
+        f"<p>AE title <b>{_e(status['ae_title'])}</b>, port {_e(status['port'])}; "
+        f"studies {_e(counts)}; exports {_e(exports)}</p>"
+    )
+    rows = []
+    for study in studies:
+        uid = study["study_instance_uid"]
+        figures = _headline(study.get("result"))
+        error = f"<span class=error>{_e(study['error'])}</span>" if study.get("error") else ""
+        rows.append(
+            f"<tr><td><a href='/studies/{_e(uid)}'>{_e(uid)}</a></td>"
+            f"<td>{_state(study['state'])}</td><td class=num>{_e(study['instances'])}</td>"
+            f"<td>{_e(_when(study['last_received_at']))}</td><td>{figures}{error}</td></tr>"
+        )
+    table = (
+        "<table id=studies><tr><th>study</th><th>state</th><th>instances</th>"
+        "<th>last received</th><th>figures / reason</th></tr>" + "".join(rows) + "</table>"
+        if rows else "<p>No study received yet.</p>"
+    )
+    return _page("hypoxnode", head + table)
+
+
+def _headline(result: dict[str, Any] | None) -> str:
+    if not result:
+        return ""
+    lesions = result.get("lesions", [])
+    if not lesions:
+        return f"{_e(result.get('tracer'))}: no lesion found"
+    top = lesions[0]
+    return (
+        f"{_e(result.get('tracer'))}: SUVmax {top['suv_max']:.2f}, "
+        f"T/M max {top['tm_max']:.2f}, {len(lesions)} lesion(s)"
+    )
+
+
+def study_detail(study: dict[str, Any]) -> str:
+    """One study: state, reason of a failure, figures, summary image, exports."""
+    uid = study["study_instance_uid"]
+    parts = [
+        f"<p>Study <code>{_e(uid)}</code> {_state(study['state'])} "
+        f"(generation {_e(study['generation'])}, "
+        f"last instance {_e(_when(study['last_received_at']))})</p>"
+    ]
+    if study.get("error"):
+        parts.append(f"<p class=error id=reason>Not quantified: {_e(study['error'])}</p>")
+    parts.append("<h2>Series received</h2><table><tr><th>series</th><th>modality</th>"
+                 "<th>instances</th></tr>" + "".join(
+                     f"<tr><td>{_e(s['series_instance_uid'])}</td><td>{_e(s['modality'])}</td>"
+                     f"<td class=num>{_e(s['instances'])}</td></tr>" for s in study["series"])
+                 + "</table>")
+    result = study.get("result")
+    if result:
+        parts.append(_figures(result))
+    if any(r["kind"] == "SC" for r in study["results"]):
+        parts.append(f"<h2>Summary</h2><img class=summary id=summary alt='summary' "
+                     f"src='/studies/{_e(uid)}/summary.png'>")
+    if study["exports"]:
+        parts.append(
+            "<h2>Exports</h2><table id=exports><tr><th>object</th><th>destination</th>"
+            "<th>state</th><th>attempts</th><th>last error</th><th>updated</th></tr>"
+            + "".join(
+                f"<tr><td>{_e(_kind(study, e['sop_instance_uid']))}</td>"
+                f"<td>{_e(e['destination'])}</td><td>{_state(e['state'])}</td>"
+                f"<td class=num>{_e(e['attempts'])}</td><td>{_e(e['last_error'])}</td>"
+                f"<td>{_e(_when(e['updated_at']))}</td></tr>"
+                for e in study["exports"]
+            )
+            + "</table>"
+        )
+    return _page(f"Study {uid[-24:]}", "".join(parts) + "<p><a href='/'>all studies</a></p>")
+
+
+def _kind(study: dict[str, Any], sop_uid: str) -> str:
+    for row in study["results"]:
+        if row["sop_instance_uid"] == sop_uid:
+            return str(row["kind"])
+    return sop_uid
+
+
+def _figures(result: dict[str, Any]) -> str:
+    muscle = result["muscle"]
+    rows = [
+        f"<p>Tracer <b>{_e(result['tracer'])}</b>, SUV{_e(result['suv_type']).lower()}; "
+        f"muscle reference SUVmean <b>{muscle['suv_mean']:.3f}</b> (SD {muscle['suv_sd']:.3f}, "
+        f"{muscle['volume_ml']:.1f} ml, {_e(muscle.get('location', ''))})</p>"
+    ]
+    lesions = result["lesions"]
+    if not lesions:
+        rows.append("<p id=no-lesion><b>No lesion found.</b></p>")
+    else:
+        header = ("<tr><th>lesion</th><th>source</th><th>SUVmax</th><th>SUVmean</th>"
+                  "<th>SUVpeak</th><th>volume ml</th><th>T/M max</th><th>T/M mean</th>"
+                  "<th>hypoxic volume ml (fraction)</th></tr>")
+        body = "".join(
+            f"<tr><td>{_e(les.get('label'))}</td><td>{_e(les.get('source'))}</td>"
+            f"<td class=num>{les['suv_max']:.2f}</td><td class=num>{les['suv_mean']:.2f}</td>"
+            f"<td class=num>{les['suv_peak']:.2f}</td><td class=num>{les['volume_ml']:.1f}</td>"
+            f"<td class=num>{les['tm_max']:.2f}</td><td class=num>{les['tm_mean']:.2f}</td><td>"
+            + "; ".join(f"T/M &ge; {h['threshold']:g}: {h['volume_ml']:.1f} ({h['fraction']:.0%})"
+                        for h in les["hypoxic"])
+            + "</td></tr>"
+            for les in lesions
+        )
+        rows.append(f"<h2>Figures</h2><table id=figures>{header}{body}</table>")
+    if result.get("warnings"):
+        rows.append("<h2>Warnings</h2><ul>" + "".join(
+            f"<li>{_e(w)}</li>" for w in result["warnings"]) + "</ul>")
+    return "".join(rows)
