@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.suv_command import run_suv
 
         return run_suv(args.rest)
+    if args.command == "repeatability":
+        from service.repeatability_command import run_repeatability
+
+        return run_repeatability(args.rest)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -65,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     suv = sub.add_parser("suv", help="SUV conversion of one PET series (see `hypoxnode suv -h`)",
                          add_help=False)
     suv.add_argument("rest", nargs=argparse.REMAINDER)
+
+    repeat = sub.add_parser(
+        "repeatability", add_help=False,
+        help="test-retest statistics (wSD, wCV, RC, ICC, Bland-Altman) over paired figures",
+    )
+    repeat.add_argument("rest", nargs=argparse.REMAINDER)
 
     demo = sub.add_parser("demo", help="a node on loopback, a synthetic 64Cu-ATSM study, figures")
     demo.add_argument("--config", type=Path, help=config_help)
