@@ -7,39 +7,37 @@ It reads attribute values from already-loaded pydicom datasets and hands plain n
 
 Rules (DICOM PS3.3 C.8.9.1 / C.8.9.4, QIBA FDG profile appendix G, IBSI-style SUV manual):
 
-- Scan start: SeriesDate/SeriesTime, unless it is after the earliest AcquisitionDate/Time
-  (a re-reconstructed series); then GE private (0009,100D) (creator ``GEMS_PETD_01``) or
-  Siemens private (0071,1022) (creator ``SIEMENS MED PT``), else it is back-computed from the
-  earliest slice: ``AcquisitionDateTime - FrameReferenceTime + t_eff(ActualFrameDuration)``.
 - DecayCorrection START: dose decayed from injection to scan start. ADMIN: no dose decay.
   NONE: each slice is corrected from its own time (scan start + FrameReferenceTime, or
   FrameReferenceDateTime for enhanced frames): the dose is decayed to that time.
-- Injection: RadiopharmaceuticalStartDateTime; otherwise RadiopharmaceuticalStartTime with
-  the date inferred by :func:`infer_injection_datetime`.
+- Scan start, injection and frame times: :mod:`quant.pet_times`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from quant import header_values as hv
 from quant import suv
 from quant.errors import QuantificationError
 from quant.nuclides import NUCLIDES, half_life_agrees
+from quant.pet_times import (
+    combine,
+    frame_time,
+    injection_datetime,
+    parse_datetime,
+    scan_start,
+)
 from quant.results import SuvFacts
-from quant.tracers import TracerProfile, identify_tracer, radiopharmaceutical_nuclide
+from quant.tracers import identify_tracer, radiopharmaceutical_nuclide
 
-GE_CREATOR = "GEMS_PETD_01"
-SIEMENS_CREATOR = "SIEMENS MED PT"
 PHILIPS_CREATOR = "Philips PET Private Group"
-
-STUDY_START_MARGIN_S = 2 * 3600.0
-"""How long after StudyDate/StudyTime an inferred injection may lie (date inference)."""
 
 _UNITS_FROM_UCUM = {"Bq/ml": "BQML", "g/ml": "GML", "{SUVbw}g/ml": "GML", "cm2/ml": "CM2ML"}
 
@@ -95,98 +93,6 @@ class SliceHeader:
 # ---------------------------------------------------------------------------------------------
 
 
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("ascii", errors="ignore")
-    text = str(value).strip().strip("\x00").strip()
-    return text or None
-
-
-def _float(value: object) -> float | None:
-    text = _text(value)
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def parse_date(value: object) -> date | None:
-    """DICOM DA (``YYYYMMDD``, or legacy ``YYYY.MM.DD``) as a date, or None."""
-    text = _text(value)
-    if text is None:
-        return None
-    text = text.replace(".", "").replace("-", "")
-    try:
-        return datetime.strptime(text[:8], "%Y%m%d").date()
-    except ValueError:
-        return None
-
-
-def parse_time(value: object) -> time | None:
-    """DICOM TM (``HHMMSS.FFFFFF``, shorter forms, or legacy ``HH:MM:SS``) as a time, or None."""
-    text = _text(value)
-    if text is None:
-        return None
-    text = text.replace(":", "")
-    whole, _, frac = text.partition(".")
-    if not whole.isdigit() or len(whole) not in (2, 4, 6):
-        return None
-    hour, minute, second = int(whole[0:2]), int(whole[2:4] or 0), int(whole[4:6] or 0)
-    micro = int((frac + "000000")[:6]) if frac.isdigit() else 0
-    try:
-        return time(hour, minute, min(second, 59), micro)
-    except ValueError:
-        return None
-
-
-def parse_datetime(value: object) -> datetime | None:
-    """DICOM DT (``YYYYMMDDHHMMSS.FFFFFF&ZZXX``) as a naive datetime (offset dropped)."""
-    text = _text(value)
-    if text is None:
-        return None
-    for sign in ("+", "-"):
-        if sign in text[8:]:
-            text = text[: 8 + text[8:].index(sign)]
-    day = parse_date(text[:8])
-    if day is None:
-        return None
-    clock = parse_time(text[8:]) if len(text) > 8 else time(0)
-    return datetime.combine(day, clock or time(0))
-
-
-def combine(day: object, clock: object) -> datetime | None:
-    """A DA and a TM value as one datetime, or None if either is missing."""
-    d, t = parse_date(day), parse_time(clock)
-    if d is None or t is None:
-        return None
-    return datetime.combine(d, t)
-
-
-def private_value(ds: Dataset, group: int, creator: str, offset: int) -> object | None:
-    """Value of private element (group, xx<offset>) reserved by ``creator``.
-
-    When the group has no private creator element at all (files written by tools that drop
-    creators), the element in the first block (group, 10<offset>) is returned.
-    """
-    creators_present = False
-    for block in range(0x10, 0x100):
-        element = ds.get(Tag(group, block))
-        if element is None:
-            continue
-        creators_present = True
-        if _text(element.value) == creator:
-            found = ds.get(Tag(group, (block << 8) | offset))
-            return None if found is None else found.value
-    if creators_present:
-        return None
-    found = ds.get(Tag(group, 0x1000 | offset))
-    return None if found is None else found.value
-
-
 def slice_header(ds: Dataset) -> SliceHeader:
     """Per-slice values of one single-frame PET image."""
     acquisition = parse_datetime(ds.get("AcquisitionDateTime")) or combine(
@@ -194,10 +100,10 @@ def slice_header(ds: Dataset) -> SliceHeader:
     )
     return SliceHeader(
         acquisition_datetime=acquisition,
-        frame_reference_time_ms=_float(ds.get("FrameReferenceTime")),
-        frame_duration_ms=_float(ds.get("ActualFrameDuration")),
-        philips_suv_factor=_float(private_value(ds, 0x7053, PHILIPS_CREATOR, 0x00)),
-        philips_bqml_factor=_float(private_value(ds, 0x7053, PHILIPS_CREATOR, 0x09)),
+        frame_reference_time_ms=hv.number(ds.get("FrameReferenceTime")),
+        frame_duration_ms=hv.number(ds.get("ActualFrameDuration")),
+        philips_suv_factor=hv.number(hv.private_value(ds, 0x7053, PHILIPS_CREATOR, 0x00)),
+        philips_bqml_factor=hv.number(hv.private_value(ds, 0x7053, PHILIPS_CREATOR, 0x09)),
     )
 
 
@@ -212,7 +118,7 @@ def enhanced_frame_headers(ds: Dataset) -> list[SliceHeader]:
         out.append(
             SliceHeader(
                 acquisition_datetime=parse_datetime(content.get("FrameAcquisitionDateTime")),
-                frame_duration_ms=_float(content.get("FrameAcquisitionDuration")),
+                frame_duration_ms=hv.number(content.get("FrameAcquisitionDuration")),
                 frame_reference_datetime=parse_datetime(content.get("FrameReferenceDateTime")),
             )
         )
@@ -239,7 +145,7 @@ def check_series_consistency(datasets: Sequence[Dataset]) -> None:
     for prefix, items in views:
         keywords = _SERIES_LEVEL if not prefix else _RADIOPHARM_LEVEL
         for keyword in keywords:
-            values = {_text(item.get(keyword)) for item in items}
+            values = {hv.text(item.get(keyword)) for item in items}
             if len(values) > 1:
                 shown = ", ".join(sorted(str(v) for v in values))
                 tag = Tag(keyword)
@@ -250,12 +156,12 @@ def check_series_consistency(datasets: Sequence[Dataset]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Times
+# Units and decay correction
 # ---------------------------------------------------------------------------------------------
 
 
 def _units(series: Dataset) -> str:
-    units = _text(series.get("Units"))
+    units = hv.text(series.get("Units"))
     if units is None:
         # Enhanced PET: units of the real-world value mapping.
         frames = series.get("SharedFunctionalGroupsSequence") or []
@@ -271,10 +177,10 @@ def _units(series: Dataset) -> str:
 
 
 def _decay_correction(series: Dataset) -> tuple[str, datetime | None]:
-    value = _text(series.get("DecayCorrection"))
+    value = hv.text(series.get("DecayCorrection"))
     if value is not None:
         return value.upper(), None
-    corrected = _text(series.get("DecayCorrected"))  # Enhanced PET (0018,9758)
+    corrected = hv.text(series.get("DecayCorrected"))  # Enhanced PET (0018,9758)
     if corrected == "YES":
         return "START", parse_datetime(series.get("DecayCorrectionDateTime"))
     if corrected == "NO":
@@ -283,119 +189,6 @@ def _decay_correction(series: Dataset) -> tuple[str, datetime | None]:
         "DecayCorrection (0054,1102) missing: cannot tell to which time the pixels are "
         "decay-corrected"
     )
-
-
-def scan_start(
-    series: Dataset, slices: Sequence[SliceHeader], half_life_s: float | None
-) -> tuple[datetime, str | None]:
-    """The acquisition start the pixels refer to, and a warning when it had to be derived.
-
-    Parameters
-    ----------
-    series
-        Any slice of the series (series-level attributes and private tags).
-    slices
-        Per-slice values (AcquisitionDateTime, FrameReferenceTime, ActualFrameDuration).
-    half_life_s
-        For the decay-weighted frame mid-time of the back-computation.
-
-    Raises
-    ------
-    QuantificationError
-        No SeriesDate/SeriesTime and no AcquisitionDate/Time.
-    """
-    series_dt = combine(
-        series.get("SeriesDate") or series.get("AcquisitionDate"), series.get("SeriesTime")
-    )
-    timed = [s for s in slices if s.acquisition_datetime is not None]
-    earliest = min(timed, key=lambda s: s.acquisition_datetime or datetime.max, default=None)
-    if series_dt is not None and (
-        earliest is None or series_dt <= (earliest.acquisition_datetime or series_dt)
-    ):
-        return series_dt, None
-    for group, creator, offset, label in (
-        (0x0009, GE_CREATOR, 0x0D, "GE private (0009,100D)"),
-        (0x0071, SIEMENS_CREATOR, 0x22, "Siemens private (0071,1022)"),
-    ):
-        private = parse_datetime(private_value(series, group, creator, offset))
-        if private is not None:
-            return private, (
-                f"SeriesTime is after the earliest AcquisitionTime; scan start taken from "
-                f"{label}: {private.isoformat()}"
-            )
-    if earliest is None or earliest.acquisition_datetime is None:
-        raise QuantificationError(
-            "SeriesDate/SeriesTime (0008,0021/0031) and AcquisitionDate/AcquisitionTime "
-            "(0008,0022/0032) missing: the scan start time is unknown"
-        )
-    start = earliest.acquisition_datetime
-    how = "the earliest AcquisitionTime"
-    if (
-        earliest.frame_reference_time_ms is not None
-        and earliest.frame_duration_ms is not None
-        and half_life_s
-    ):
-        offset_s = -earliest.frame_reference_time_ms / 1000.0 + suv.frame_effective_time_s(
-            earliest.frame_duration_ms / 1000.0, half_life_s
-        )
-        start = start + timedelta(seconds=offset_s)
-        how = "AcquisitionTime, FrameReferenceTime and ActualFrameDuration"
-    where = "missing" if series_dt is None else f"{series_dt.isoformat()} is after acquisition"
-    return start, f"SeriesTime {where}; scan start back-computed from {how}: {start.isoformat()}"
-
-
-def infer_injection_datetime(
-    start_time: time,
-    scan_start_dt: datetime,
-    *,
-    uptake_window_s: tuple[float, float] | None = None,
-    study_datetime: datetime | None = None,
-) -> datetime:
-    """Date of an injection known only by its time of day (RadiopharmaceuticalStartTime).
-
-    Rule: the candidates are that time of day on the scan date and on the two days before;
-    those after the scan start are dropped. Two filters then apply in turn, each only if it
-    leaves at least one candidate: (1) the uptake time lies in the tracer's typical window;
-    (2) the injection is not more than :data:`STUDY_START_MARGIN_S` after StudyDate/StudyTime
-    (a study holding an early scan started before a next-day re-injection is implausible).
-    The latest remaining candidate wins. So an injection at 23:30 with a scan at 00:30 is
-    the previous day, a 64Cu-ATSM injection at 21:00 with a scan at 20:00 is 23 h earlier,
-    and a 64Cu scan at 20:10 after a 20:00 injection reads as 24 h10 (20 min lies outside the
-    Cu-ATSM window). A delayed scan whose time of day is later than the injection's stays
-    ambiguous when neither filter decides; the caller warns whenever the date is inferred to
-    differ from the scan date.
-
-    Parameters
-    ----------
-    start_time
-        RadiopharmaceuticalStartTime (0018,1072).
-    scan_start_dt
-        Scan start (see :func:`scan_start`).
-    uptake_window_s
-        (min, max) plausible uptake of the tracer, if known.
-    study_datetime
-        StudyDate/StudyTime, if known.
-
-    Returns
-    -------
-    datetime
-        The inferred injection; after the scan start only if every candidate is.
-    """
-    candidates = [
-        datetime.combine(scan_start_dt.date() - timedelta(days=k), start_time) for k in range(3)
-    ]
-    kept = [c for c in candidates if c <= scan_start_dt]
-    if not kept:
-        return candidates[0]
-    if uptake_window_s is not None:
-        low, high = uptake_window_s
-        in_window = [c for c in kept if low <= (scan_start_dt - c).total_seconds() <= high]
-        kept = in_window or kept
-    if study_datetime is not None and study_datetime <= scan_start_dt:
-        margin = timedelta(seconds=STUDY_START_MARGIN_S)
-        after_study = [c for c in kept if c <= study_datetime + margin]
-        kept = after_study or kept
-    return max(kept)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,19 +204,19 @@ class _Patient:
 
 
 def _patient(series: Dataset, warnings: list[str]) -> _Patient:
-    weight = _float(series.get("PatientWeight"))
+    weight = hv.number(series.get("PatientWeight"))
     weight_kg = None
     if weight is not None and weight > 0:
         weight_kg, grams = suv.weight_to_kg(weight)
         if grams:
             warnings.append(f"PatientWeight (0010,1030) {weight:g} read as grams: {weight_kg:g} kg")
-    size = _float(series.get("PatientSize"))
+    size = hv.number(series.get("PatientSize"))
     size_m = None
     if size is not None and size > 0:
         size_m, cm = suv.size_to_m(size)
         if cm:
             warnings.append(f"PatientSize (0010,1020) {size:g} read as cm: {size_m:g} m")
-    sex = _text(series.get("PatientSex"))
+    sex = hv.text(series.get("PatientSex"))
     sex = sex.upper() if sex and sex.upper() in ("M", "F", "O") else None
     return _Patient(weight_kg, size_m, sex)
 
@@ -447,7 +240,7 @@ def _normaliser(kind: str, patient: _Patient) -> float:
 
 
 def _stored_suv_type(series: Dataset, units: str) -> str:
-    stored = _text(series.get("SUVType"))
+    stored = hv.text(series.get("SUVType"))
     if stored is None:
         return "BSA" if units == "CM2ML" else "BW"
     stored = stored.upper()
@@ -459,7 +252,7 @@ def _stored_suv_type(series: Dataset, units: str) -> str:
 
 
 def _half_life(item: Dataset, warnings: list[str]) -> tuple[float | None, str | None]:
-    header = _float(item.get("RadionuclideHalfLife"))
+    header = hv.number(item.get("RadionuclideHalfLife"))
     nuclide = radiopharmaceutical_nuclide(item)
     table = NUCLIDES[nuclide].half_life_s if nuclide else None
     if header is not None and header > 0:
@@ -476,31 +269,6 @@ def _half_life(item: Dataset, warnings: list[str]) -> tuple[float | None, str | 
     return table, nuclide
 
 
-def _injection(
-    item: Dataset,
-    series: Dataset,
-    start: datetime,
-    tracer: TracerProfile,
-    warnings: list[str],
-) -> datetime | None:
-    full = parse_datetime(item.get("RadiopharmaceuticalStartDateTime"))
-    if full is not None:
-        return full
-    clock = parse_time(item.get("RadiopharmaceuticalStartTime"))
-    if clock is None:
-        return None
-    study = combine(series.get("StudyDate"), series.get("StudyTime"))
-    injected = infer_injection_datetime(
-        clock, start, uptake_window_s=tracer.uptake_window_s, study_datetime=study
-    )
-    if injected.date() != start.date():
-        warnings.append(
-            "RadiopharmaceuticalStartDateTime (0018,1078) missing: injection date inferred as "
-            f"{injected.date().isoformat()} (scan on {start.date().isoformat()})"
-        )
-    return injected
-
-
 def _philips_multipliers(slices: Sequence[SliceHeader], units: str) -> tuple[str, np.ndarray]:
     suv_factors = [s.philips_suv_factor for s in slices]
     bqml_factors = [s.philips_bqml_factor for s in slices]
@@ -512,20 +280,6 @@ def _philips_multipliers(slices: Sequence[SliceHeader], units: str) -> tuple[str
         f"Units (0054,1001) {units} are counts and no slice-wise calibration factor was found "
         "(Philips private (7053,1000) SUV factor or (7053,1009) Bq/ml factor): cannot convert "
         "to SUV"
-    )
-
-
-def _frame_time(s: SliceHeader, start: datetime, half_life_s: float) -> datetime:
-    if s.frame_reference_datetime is not None:
-        return s.frame_reference_datetime
-    if s.frame_reference_time_ms is not None:
-        return start + timedelta(seconds=s.frame_reference_time_ms / 1000.0)
-    if s.acquisition_datetime is not None and s.frame_duration_ms is not None:
-        mid = suv.frame_effective_time_s(s.frame_duration_ms / 1000.0, half_life_s)
-        return s.acquisition_datetime + timedelta(seconds=mid)
-    raise QuantificationError(
-        "FrameReferenceTime (0054,1300) missing: DecayCorrection NONE needs each frame's time "
-        "(FrameReferenceTime, or AcquisitionTime with ActualFrameDuration)"
     )
 
 
@@ -611,7 +365,7 @@ def suv_factors(
     if decay_reference is not None:
         start = decay_reference
     if start is not None:
-        injected = _injection(item, series, start, tracer, warnings)
+        injected = injection_datetime(item, series, start, tracer, warnings)
 
     if mode == "suv":
         if stored_type == requested:
@@ -622,7 +376,7 @@ def suv_factors(
             )
             factors = multipliers * convert
     else:
-        raw_dose = _float(item.get("RadionuclideTotalDose"))
+        raw_dose = hv.number(item.get("RadionuclideTotalDose"))
         if raw_dose is None or raw_dose <= 0:
             raise QuantificationError(
                 "RadionuclideTotalDose (0018,1074) missing: SUV needs the injected dose"
@@ -712,6 +466,6 @@ def _activity_factors(
         )
     out = np.empty(n, dtype=np.float64)
     for i, s in enumerate(slices):
-        elapsed = (_frame_time(s, start, half_life_s) - injected).total_seconds()
+        elapsed = (frame_time(s, start, half_life_s) - injected).total_seconds()
         out[i] = suv.bqml_to_suv_factor(dose_bq, normaliser, suv.decay_factor(elapsed, half_life_s))
     return out

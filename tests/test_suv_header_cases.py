@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from quant.errors import QuantificationError
-from quant.pet_header import infer_injection_datetime
+from quant.pet_times import infer_injection_datetime
 from quant.volume import ENHANCED_PET_IMAGE_STORAGE, PetVolume, load_pet_suv
 from service.suv_command import run_suv
 from tests.data_archives import unpack
