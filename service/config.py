@@ -48,7 +48,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-__all__ = ["Config", "ConfigError", "Destination", "QuantConfig", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Destination",
+    "QuantConfig",
+    "RetentionConfig",
+    "TlsConfig",
+    "load_config",
+]
 
 
 class NodeConfig(_Section):
@@ -63,8 +71,89 @@ class NodeConfig(_Section):
     network_timeout_s: float = Field(default=60.0, gt=0)
     allowed_calling_ae_titles: list[str] = Field(default_factory=list)
     """Empty: any calling AE title is accepted (set it in production)."""
+    allowed_calling_hosts: list[str] = Field(default_factory=list)
+    """IP addresses or networks (CIDR) allowed to associate; empty: any host."""
+    min_free_mb: float = Field(default=0.0, ge=0)
+    """Free-space floor of ``data_dir``, MB: below it C-STORE answers 0xA700. 0: no floor."""
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _check_allowed_titles(cls, value: list[str]) -> list[str]:
+        for title in value:
+            _check_ae_title(title)
+        return value
+
+    @field_validator("allowed_calling_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.1.0.0/16)"
+                ) from None
+        return value
+
+    @property
+    def min_free_bytes(self) -> int:
+        """The free-space floor in bytes."""
+        return int(self.min_free_mb * 1024 * 1024)
+
+    def host_allowed(self, address: str) -> bool:
+        """Whether a peer at ``address`` may associate (always, without an allow-list)."""
+        if not self.allowed_calling_hosts:
+            return True
+        try:
+            peer = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped
+        return any(
+            peer in ipaddress.ip_network(entry, strict=False)
+            for entry in self.allowed_calling_hosts
+        )
+
+
+class TlsConfig(_Section):
+    """``[tls]``: DICOM TLS on the listener (PS3.15 Annex B, BCP 195 profile)."""
+
+    enabled: bool = False
+    certificate_file: Path | None = None
+    """The node's certificate chain (PEM)."""
+    private_key_file: Path | None = None
+    """The node's private key (PEM, unencrypted)."""
+    ca_file: Path | None = None
+    """CA certificates (PEM) that client certificates must chain to."""
+    require_client_certificate: bool = False
+    """Refuse peers without a client certificate signed by ``ca_file``."""
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsConfig:
+        if not self.enabled:
+            return self
+        for key in ("certificate_file", "private_key_file"):
+            value = getattr(self, key)
+            if value is None:
+                raise ValueError(f"tls.{key} is required when tls.enabled is true")
+            if not Path(value).expanduser().is_file():
+                raise ValueError(f"tls.{key}: no such file {value}")
+        if self.require_client_certificate and self.ca_file is None:
+            raise ValueError("tls.ca_file is required when tls.require_client_certificate is true")
+        if self.ca_file is not None and not Path(self.ca_file).expanduser().is_file():
+            raise ValueError(f"tls.ca_file: no such file {self.ca_file}")
+        return self
+
+
+class RetentionConfig(_Section):
+    """``[retention]``: purge studies whose results every destination received."""
+
+    delivered_after_days: float | None = Field(default=None, ge=0)
+    """Purge a study this many days after its last result was delivered. None: never."""
+    check_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
 class StudyConfig(_Section):
@@ -140,6 +229,8 @@ class LogConfig(_Section):
 
     level: str = "INFO"
     json_lines: bool = False
+    audit_file: Path | None = None
+    """Also append the audit log (associations, exports, purges) to this file."""
 
 
 class Config(BaseSettings):
@@ -158,6 +249,8 @@ class Config(BaseSettings):
     export: ExportConfig = Field(default_factory=ExportConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     destinations: list[Destination] = Field(default_factory=list)
 
     @classmethod

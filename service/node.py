@@ -41,7 +41,7 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store = InstanceStore(config.data_dir)
+        self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
         self.index = Index(config.data_dir / "index.sqlite")
         self.sender = Sender(config, self.index, self.metrics)
         self.scheduler = BackgroundScheduler(daemon=True)

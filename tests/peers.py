@@ -161,12 +161,19 @@ class NodeProcess:
     config_path: Path
     data_dir: Path
     log_path: Path
+    http_port: int | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
         return stop_process(self.process)
+
+    def kill(self) -> int:
+        """SIGKILL, as the OOM killer or a power cut would; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.kill()
+        return int(self.process.wait(30))
 
 
 def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPOXNODE",
