@@ -33,9 +33,14 @@ Lesions (:func:`detect_lesions`)
        voxels lie in -10..25 HU; brain when at least half its voxels are enclosed by bone and
        it holds at least 300 ml. Without a CT nothing is excluded. Known gap: hot bowel
        (Cu-ATSM hepatobiliary clearance) with soft-tissue CT numbers is not excluded.
-    3. Each remaining component is delineated at ``settings.delineation_fraction_of_max`` of
-       its SUVmax: the voxels of the component at or above that level that are 26-connected
-       to the maximum, with enclosed holes filled.
+    3. With ``settings.search_z_range_mm`` or ``settings.search_region`` set, each remaining
+       component is cut to the search region (:mod:`quant.search_region`) and dropped when
+       less than the minimum volume is left. Exclusion is judged on the whole component first.
+    4. Each remaining component is delineated (``settings.delineation``): ``percent_of_max``,
+       the voxels of the component at or above ``delineation_fraction_of_max`` x its SUVmax;
+       ``tm_threshold``, at or above the lowest hypoxic threshold x muscle SUVmean; in both
+       cases 26-connected to the maximum, with enclosed holes filled, and never beyond the
+       candidate component.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import SimpleITK as sitk  # noqa: N813 (the conventional name)
 from quant.errors import QuantificationError
 from quant.figures import component_at, muscle_figures, voxel_volume_ml
 from quant.results import MuscleResult
+from quant.search_region import search_mask
 from quant.settings import QuantSettings
 
 BODY_HU = -500.0
@@ -244,11 +250,23 @@ def physiological_reason(
     return None
 
 
-def delineate(suv: np.ndarray, region: np.ndarray, fraction_of_max: float) -> np.ndarray:
-    """Isocontour at ``fraction_of_max`` x the region's SUVmax, connected to it, holes filled."""
+def delineate(
+    suv: np.ndarray,
+    region: np.ndarray,
+    fraction_of_max: float,
+    *,
+    level: float | None = None,
+) -> np.ndarray:
+    """One lesion VOI inside a candidate region, holes filled.
+
+    The voxels of ``region`` at or above a level that are 26-connected to the region's SUVmax,
+    enclosed holes filled. The level is ``fraction_of_max`` x SUVmax (``percent_of_max``), or
+    ``level`` when given (``tm_threshold``: lowest hypoxic threshold x muscle SUVmean).
+    """
     masked = np.where(region, suv, -np.inf)
     peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), suv.shape))
-    level = fraction_of_max * float(suv[peak])
+    if level is None:
+        level = fraction_of_max * float(suv[peak])
     lesion = component_at(region & (suv >= level), peak)  # type: ignore[arg-type]
     filled = sitk.BinaryFillhole(sitk.GetImageFromArray(lesion.astype(np.uint8)), True, 1)
     out: np.ndarray = sitk.GetArrayFromImage(filled).astype(bool)
@@ -271,28 +289,43 @@ def detect_lesions(
     muscle_suv_mean
         Reference muscle SUVmean (> 0).
     settings
-        ``lesion_tm_threshold``, ``lesion_min_volume_ml``, ``delineation_fraction_of_max``.
+        ``lesion_tm_threshold``, ``lesion_min_volume_ml``, ``delineation``,
+        ``delineation_fraction_of_max``, ``hypoxic_thresholds`` (``tm_threshold``
+        delineation), ``search_z_range_mm``, ``search_region``; unset tracer-dependent values
+        take the unknown tracer's defaults (the pipeline resolves them for the tracer first).
     ct_hu_on_pet
-        CT in HU on the PET grid; enables the exclusion of liver, bladder and brain.
+        CT in HU on the PET grid; enables the exclusion of physiological uptake.
 
     Returns
     -------
     list[numpy.ndarray]
         One bool mask ``[slice, row, col]`` per lesion, highest SUVmax first.
+
+    Raises
+    ------
+    QuantificationError
+        ``settings.search_region`` cannot be placed (no CT, no lungs).
     """
     if not np.isfinite(muscle_suv_mean) or muscle_suv_mean <= 0:
         raise ValueError(f"muscle_suv_mean must be > 0, got {muscle_suv_mean}")
-    if not 0 < settings.delineation_fraction_of_max < 1:
-        raise ValueError("settings.delineation_fraction_of_max must lie in (0, 1)")
+    settings = settings.for_tracer(None) if settings.tracers or _unresolved(settings) else settings
+    assert settings.lesion_tm_threshold is not None
+    level = (
+        settings.lowest_hypoxic_threshold * muscle_suv_mean
+        if settings.delineation == "tm_threshold"
+        else None
+    )
     grid = _arrays(suv, ct_hu_on_pet)
+    allowed = search_mask(suv, settings, ct_hu_on_pet)
     labels, n = _labels(grid.suv > settings.lesion_tm_threshold * muscle_suv_mean)
     if n == 0:
         return []
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     enclosed = enclosed_by_bone(grid.hu) if grid.hu is not None else None
+    min_voxels = settings.lesion_min_volume_ml / grid.voxel_ml
     lesions = []
     for lab in range(1, n + 1):
-        if counts[lab] * grid.voxel_ml < settings.lesion_min_volume_ml:
+        if counts[lab] < min_voxels:
             continue
         region = labels == lab
         if (
@@ -301,6 +334,20 @@ def detect_lesions(
             and physiological_reason(region, grid.hu, enclosed, grid.voxel_ml) is not None
         ):
             continue
-        lesions.append(delineate(grid.suv, region, settings.delineation_fraction_of_max))
+        if allowed is not None:
+            region &= allowed
+            if region.sum() < min_voxels:
+                continue
+        lesions.append(
+            delineate(grid.suv, region, settings.delineation_fraction_of_max, level=level)
+        )
     lesions.sort(key=lambda m: -float(grid.suv[m].max()))
     return lesions
+
+
+def _unresolved(settings: QuantSettings) -> bool:
+    return (
+        settings.lesion_tm_threshold is None
+        or settings.delineation is None
+        or settings.hypoxic_thresholds is None
+    )

@@ -42,6 +42,8 @@ class TracerProfile:
         Tumour-to-muscle ratio above which voxels are lesion candidates.
     uptake_window_s
         (min, max) typical injection-to-scan time in seconds, or None if unknown.
+    delineation
+        Default lesion delineation method (see :data:`quant.settings.DELINEATION_METHODS`).
     """
 
     name: str
@@ -50,6 +52,7 @@ class TracerProfile:
     hypoxic_thresholds: tuple[float, ...]
     lesion_tm_threshold: float
     uptake_window_s: tuple[float, float] | None
+    delineation: str = "percent_of_max"
 
 
 def _profile(

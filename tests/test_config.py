@@ -17,7 +17,7 @@ def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.node.ae_title == "HYPOXNODE"
     assert config.node.port == 11112
     assert config.study.stable_seconds == 30
-    assert config.quant.hypoxic_thresholds == [1.5, 2.0]
+    assert config.quant.hypoxic_thresholds is None  # the tracer profile decides
     assert config.destinations == []
 
 
