@@ -7,8 +7,10 @@ goes back only after the instance is a complete file on disk and a row in the in
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -34,6 +36,7 @@ from service.config import Config
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
 from service.store import InstanceStore, StoreError, is_valid_uid
+from service.tls import server_context
 
 log = logging.getLogger("hypoxnode.listener")
 audit = logging.getLogger("hypoxnode.audit")
@@ -55,38 +58,60 @@ pylibjpeg decoders are installed (JPEG lossless, JPEG-LS, JPEG 2000, RLE)."""
 
 
 class AssociationLog:
-    """Counts what each association stored, for one audit line when it ends, and the metrics."""
+    """What each association stored, for one audit line when it ends, and the metrics."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._lock = threading.Lock()
-        self._stored: dict[int, list[int]] = {}
+        self._counts: dict[int, _Counts] = {}
         self.metrics = metrics or Metrics()
 
-    def stored(self, assoc: Any, size: int) -> None:
-        """Count one stored instance of ``size`` bytes on ``assoc``."""
+    def _get(self, assoc: Any) -> _Counts:
+        return self._counts.setdefault(id(assoc), _Counts())
+
+    def stored(self, assoc: Any, size: int, study_uid: str = "") -> None:
+        """Count one stored instance of ``size`` bytes of study ``study_uid`` on ``assoc``."""
         with self._lock:
-            counts = self._stored.setdefault(id(assoc), [0, 0, 0])
-            counts[0] += 1
-            counts[1] += size
+            counts = self._get(assoc)
+            counts.stored += 1
+            counts.bytes += size
+            if study_uid:
+                counts.studies[study_uid] = counts.studies.get(study_uid, 0) + 1
         self.metrics.instances_received.inc()
         self.metrics.bytes_received.inc(size)
 
     def refused(self, assoc: Any) -> None:
         """Count one refused instance on ``assoc``."""
         with self._lock:
-            self._stored.setdefault(id(assoc), [0, 0, 0])[2] += 1
+            self._get(assoc).refused += 1
         self.metrics.instances_refused.inc()
 
     def pop(self, assoc: Any) -> tuple[int, int, int]:
         """Stored count, bytes and refused count of ``assoc``; forgets it."""
+        counts = self.pop_counts(assoc)
+        return counts.stored, counts.bytes, counts.refused
+
+    def pop_counts(self, assoc: Any) -> _Counts:
+        """Everything counted for ``assoc``; forgets it."""
         with self._lock:
-            counts = self._stored.pop(id(assoc), [0, 0, 0])
-        return counts[0], counts[1], counts[2]
+            return self._counts.pop(id(assoc), _Counts())
+
+
+@dataclass
+class _Counts:
+    stored: int = 0
+    bytes: int = 0
+    refused: int = 0
+    studies: dict[str, int] = field(default_factory=dict)
+    """StudyInstanceUID -> instances stored (the *what* of the audit line)."""
 
 
 def _peer(event: Event) -> str:
+    """``CALLING_AE@address:port`` of the association's requestor."""
     requestor = event.assoc.requestor
-    return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
+    title = requestor.ae_title
+    if not title and requestor.primitive is not None:  # before negotiation (EVT_REQUESTED)
+        title = str(requestor.primitive.calling_ae_title or "").strip()
+    return f"{title}@{requestor.address}:{requestor.port}"
 
 
 def handle_echo(event: Event) -> int:
@@ -161,28 +186,74 @@ def handle_store(
         log.error("C-STORE from %s refused: %s", _peer(event), exc)
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
-    assoc_log.stored(event.assoc, stored.size_bytes)
+    assoc_log.stored(event.assoc, stored.size_bytes, str(study_uid))
     log.debug("stored %s (study %s)", sop_uid, study_uid)
     return dimse_status.SUCCESS
 
 
+def _on_requested(event: Event, config: Config, assoc_log: AssociationLog) -> None:
+    """A-ASSOCIATE-RQ received: refuse hosts outside ``node.allowed_calling_hosts``."""
+    address = str(event.assoc.requestor.address)
+    if config.node.host_allowed(address):
+        return
+    # Rejected (permanent), service user, no reason given: PS3.8 has no "host unknown".
+    event.assoc.acse.send_reject(0x01, 0x01, 0x01)
+    event.assoc.kill()
+    assoc_log.metrics.associations.labels("rejected").inc()
+    audit.warning(
+        "association rejected from %s: host not in node.allowed_calling_hosts", _peer(event)
+    )
+
+
 def _on_accepted(event: Event, assoc_log: AssociationLog) -> None:
     assoc_log.metrics.associations.labels("accepted").inc()
-    audit.info("association accepted from %s", _peer(event))
+    audit.info("association accepted from %s%s", _peer(event), _tls_peer(event))
 
 
 def _on_rejected(event: Event, assoc_log: AssociationLog) -> None:
     assoc_log.metrics.associations.labels("rejected").inc()
-    audit.warning("association rejected from %s", _peer(event))
+    primitive = event.assoc.acceptor.primitive
+    reason = getattr(primitive, "reason_str", "") if primitive is not None else ""
+    audit.warning("association rejected from %s: %s", _peer(event), reason or "no reason")
 
 
 def _on_ended(event: Event, assoc_log: AssociationLog, how: str) -> None:
     assoc_log.metrics.associations.labels(how).inc()
-    count, size, refused = assoc_log.pop(event.assoc)
+    counts = assoc_log.pop_counts(event.assoc)
+    studies = ", ".join(f"{uid} ({n})" for uid, n in sorted(counts.studies.items()))
     audit.info(
-        "association %s from %s: %d instances stored (%d bytes), %d refused",
-        how, _peer(event), count, size, refused,
+        "association %s from %s: %d instances stored (%d bytes), %d refused%s",
+        how, _peer(event), counts.stored, counts.bytes, counts.refused,
+        f"; studies: {studies}" if studies else "",
     )
+
+
+def _on_connection_closed(event: Event) -> None:
+    """Audit connections that ended before an A-ASSOCIATE-RQ, and free their thread.
+
+    pynetdicom's acceptor thread would otherwise wait ``acse_timeout`` for a request that can
+    no longer come, and count against ``max_associations`` meanwhile: a port scan, a TCP
+    health check or failed TLS handshakes could then lock scanners out.
+    """
+    if event.assoc.requestor.primitive is not None:
+        return
+    audit.warning(
+        "connection from %s:%s closed before any association request"
+        " (TLS handshake failed, timeout or not DICOM)",
+        event.assoc.requestor.address, event.assoc.requestor.port,
+    )
+    event.assoc.dul.to_user_queue.put(None)  # wakes the reactor: no request, it ends
+
+
+def _tls_peer(event: Event) -> str:
+    """`` over TLS (client certificate CN=...)`` for TLS associations, else empty."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return ""
+    cert: dict[str, Any] = dict(sock.getpeercert() or {})
+    subject: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())
+    names = [value for rdn in subject for key, value in rdn if key == "commonName"]
+    return " over TLS" + (f" (client certificate CN={names[0]})" if names else "")
 
 
 def build_ae(config: Config) -> AE:
@@ -208,19 +279,28 @@ def start_listener(
     index: Index,
     metrics: Metrics | None = None,
 ) -> ThreadedAssociationServer:
-    """Start the C-ECHO/C-STORE server in background threads and return it."""
+    """Start the C-ECHO/C-STORE server in background threads and return it.
+
+    Over TLS when ``[tls] enabled``; peers outside ``node.allowed_calling_hosts`` or
+    ``node.allowed_calling_ae_titles`` are rejected, and every association is audited.
+    """
     ae = build_ae(config)
     assoc_log = AssociationLog(metrics)
     handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [store, index, assoc_log]),
+        (evt.EVT_REQUESTED, _on_requested, [config, assoc_log]),
+        (evt.EVT_CONN_CLOSE, _on_connection_closed),
         (evt.EVT_ACCEPTED, _on_accepted, [assoc_log]),
         (evt.EVT_REJECTED, _on_rejected, [assoc_log]),
         (evt.EVT_RELEASED, _on_ended, [assoc_log, "released"]),
         (evt.EVT_ABORTED, _on_ended, [assoc_log, "aborted"]),
     ]
+    context = server_context(config.tls, config.node.network_timeout_s) if config.tls.enabled \
+        else None
     server = ae.start_server(
-        (config.node.host, config.node.port), block=False, evt_handlers=handlers
+        (config.node.host, config.node.port), block=False, evt_handlers=handlers,
+        ssl_context=context,
     )
     assert server is not None
     return server

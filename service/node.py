@@ -17,6 +17,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
 
+from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
 from service.index import Index, StudyState
@@ -50,6 +51,7 @@ class Node:
         self._http: HttpServer | None = None
         self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
         self._lock = threading.Lock()
+        self._audit_handler: logging.Handler | None = None
 
     @property
     def port(self) -> int:
@@ -70,6 +72,8 @@ class Node:
 
     def start(self) -> None:
         """Reconcile, then start workers, scheduler, HTTP interface and listener."""
+        if self.config.log.audit_file is not None and self._audit_handler is None:
+            self._audit_handler = open_audit_file(self.config.log.audit_file)
         self._reconcile()
         self._executor = ProcessPoolExecutor(
             max_workers=self.config.quant.workers,
@@ -114,6 +118,10 @@ class Node:
             self._executor = None
         self.index.close()
         log.info("stopped")
+        if self._audit_handler is not None:
+            audit.removeHandler(self._audit_handler)
+            self._audit_handler.close()
+            self._audit_handler = None
 
     def _reconcile(self) -> None:
         removed = self.store.clear_tmp()

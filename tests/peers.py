@@ -50,11 +50,15 @@ def require_tool(name: str) -> str:
     return path
 
 
-def echoscu(port: int, called_ae: str, calling_ae: str = "ECHOSCU") -> bool:
-    """True when DCMTK echoscu gets a C-ECHO success from 127.0.0.1:port."""
+def echoscu(port: int, called_ae: str, calling_ae: str = "ECHOSCU",
+            extra: list[str] | None = None) -> bool:
+    """True when DCMTK echoscu gets a C-ECHO success from 127.0.0.1:port.
+
+    ``extra``: more echoscu options, e.g. ``["+tls", KEY, CERT, "+cf", CA]``.
+    """
     result = subprocess.run(
         [require_tool("echoscu"), "-aet", calling_ae, "-aec", called_ae, "-to", "5",
-         "127.0.0.1", str(port)],
+         *(extra or []), "127.0.0.1", str(port)],
         capture_output=True, timeout=30,
     )
     return result.returncode == 0
@@ -177,8 +181,12 @@ class NodeProcess:
 
 
 def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPOXNODE",
-               env: dict[str, str] | None = None) -> NodeProcess:
-    """Write ``config_toml`` and start ``hypoxnode serve`` on it; wait for C-ECHO."""
+               env: dict[str, str] | None = None, echo_extra: list[str] | None = None
+               ) -> NodeProcess:
+    """Write ``config_toml`` and start ``hypoxnode serve`` on it; wait for C-ECHO.
+
+    ``echo_extra``: options of the readiness echoscu (TLS options for a TLS node).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "hypoxnode.toml"
     config_path.write_text(config_toml)
@@ -193,7 +201,7 @@ def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPO
     def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"hypoxnode serve exited early:\n{node.log()[-3000:]}")
-        return echoscu(port, ae_title)
+        return echoscu(port, ae_title, extra=echo_extra)
 
     try:
         wait_for(ready, 60, "hypoxnode serve to answer C-ECHO", interval_s=0.5)

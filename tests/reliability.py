@@ -79,6 +79,7 @@ def start_test_node(
     sections: str = "",
     port: int | None = None,
     http_port: int | None = None,
+    echo_extra: list[str] | None = None,
 ) -> NodeProcess:
     """Start ``hypoxnode serve`` with :func:`node_toml`; data in ``workdir/data``."""
     port = port or free_port()
@@ -86,7 +87,7 @@ def start_test_node(
         http_port = free_port()
     toml = node_toml(workdir / "data", port, http_port=http_port if http else None,
                      stable_seconds=stable_seconds, node_extra=node_extra, sections=sections)
-    node = start_node(workdir, toml, port)
+    node = start_node(workdir, toml, port, echo_extra=echo_extra)
     node.http_port = http_port if http else None
     return node
 
