@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import tomllib
 from functools import cache
+from pathlib import Path
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 from pydantic import ValidationError
+from pydicom.dataset import Dataset
 
 from quant.errors import QuantificationError
 from quant.pipeline import QuantifiedStudy, quantify
 from quant.segmentation import detect_lesions
 from quant.settings import QuantSettings, TracerOverrides
 from quant.tracers import PROFILES
+from service.config import Config
 from service.config_quant import QuantConfig
+from service.processing import build_result_objects
+from tests.sr_reading import measurement_groups
 from tests.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
 
 
@@ -181,3 +188,47 @@ def test_search_limits_are_recorded() -> None:
     quantified = quantify(study.pet, study.ct, [], QuantSettings(search_z_range_mm=(0.0, 144.0)))
     assert quantified.result.method["search"] == "z 0, 144 mm"
     assert "search z 0, 144 mm" in quantified.result.method["lesions"]
+
+
+# --- a study without a lesion -----------------------------------------------------------------
+
+
+def _content_items(items: object) -> list[Dataset]:
+    out: list[Dataset] = []
+    for item in items or []:  # type: ignore[attr-defined]
+        out.append(item)
+        out.extend(_content_items(item.get("ContentSequence")))
+    return out
+
+
+@pytest.mark.parametrize("tracer", ["64Cu-ATSM", "18F-FDG"])
+def test_no_lesion_gives_an_sr_that_says_so_and_no_tumour_segment(
+    tracer: str, tmp_path: Path
+) -> None:
+    study = make_study(field_of_view="pelvis", tracer=tracer, with_lesion=False)
+    quantified = quantify(study.pet, study.ct, [], QuantSettings())
+    assert quantified.result.lesions == []
+    assert quantified.result.to_json()["lesions"] == []
+
+    objects = build_result_objects(quantified, Config(), generation=1)
+    objects.seg.save_as(tmp_path / "seg.dcm")
+    objects.sr.save_as(tmp_path / "sr.dcm")
+
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    types = [str(s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence]
+    assert types == ["127954009"]  # the skeletal-muscle reference only, no Neoplasm
+
+    sr = pydicom.dcmread(tmp_path / "sr.dcm")
+    items = _content_items(sr.ContentSequence)
+    texts = [str(item.get("TextValue", "")) for item in items]
+    assert "No lesion found" in texts
+    findings = [
+        str(item.ConceptCodeSequence[0].CodeMeaning)
+        for item in items
+        if item.get("ValueType") == "CODE"
+    ]
+    assert "No lesion found" in findings
+    groups = measurement_groups(sr)
+    assert groups, "the SR should still hold the muscle reference group"
+    assert all(group.segment_numbers in ([], [1]) for group in groups)  # muscle is segment 1
+    assert not any("lesion" in group.tracking_identifier.lower() for group in groups)
