@@ -47,3 +47,11 @@ test: venv system-deps lint
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/data/_unpacked
+
+# Throughput, latency and memory side by side with DCMTK storescp and Orthanc (not part of
+# `make test`; ~20 min on 2 cores). BENCH_ARGS=--quick for a < 3 min smoke run; see
+# tests/bench/run_bench.py for the options. Results: docs/bench/latest.{json,md}.
+.PHONY: bench
+bench: venv system-deps
+	test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q py-spy
+	$(PY) -m tests.bench.run_bench $(BENCH_ARGS)
