@@ -25,19 +25,21 @@ EXIT_NOT_QUANTIFIABLE = 2
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hypoxnode`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    # Commands with their own argument parsers get everything after their name.
+    if argv and argv[0] == "suv":
+        from service.suv_command import run_suv
+
+        return run_suv(argv[1:])
+    if argv and argv[0] == "repeatability":
+        from service.repeatability_command import run_repeatability
+
+        return run_repeatability(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "suv":
-        from service.suv_command import run_suv
-
-        return run_suv(args.rest)
-    if args.command == "repeatability":
-        from service.repeatability_command import run_repeatability
-
-        return run_repeatability(args.rest)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -104,10 +104,13 @@ class Sender:
                 self._retry_or_give_up(export, reason, None)
             return 0
         delivered = 0
+        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
         try:
             for export in pending:
                 if not assoc.is_established:
-                    self._retry_or_give_up(export, "association lost during sending", None)
+                    self._retry_or_give_up(
+                        export, f"association with {where} lost during sending", None
+                    )
                     continue
                 status = assoc.send_c_store(datasets[export.id])
                 code = int(status.Status) if status and "Status" in status else None
@@ -120,10 +123,14 @@ class Sender:
                         dimse_status.describe(code),
                     )
                 elif code is None:
-                    self._retry_or_give_up(export, "no C-STORE response (timeout or abort)", None)
+                    reason = (
+                        f"no C-STORE response from {where}: the association was closed or timed"
+                        f" out (does it accept calling AE title {self.config.node.ae_title}?)"
+                    )
+                    self._retry_or_give_up(export, reason, None)
                 else:
                     self._retry_or_give_up(
-                        export, f"C-STORE refused: {dimse_status.describe(code)}", code
+                        export, f"C-STORE refused by {where}: {dimse_status.describe(code)}", code
                     )
         finally:
             if assoc.is_established:
@@ -165,6 +172,5 @@ def _association_failure(assoc: object, destination: Destination) -> str:
         result = getattr(primitive, "result_str", None) or getattr(primitive, "result", "")
         diag = getattr(primitive, "reason_str", None) or getattr(primitive, "diagnostic", "")
         return f"association rejected by {where}: {result} {diag}".strip()
-    if getattr(assoc, "is_aborted", False):
-        return f"association aborted by {where}"
-    return f"could not associate with {where} (connection refused or timed out)"
+    # pynetdicom reports a refused TCP connection as an aborted association.
+    return f"could not associate with {where} (connection refused, aborted or timed out)"
