@@ -3,17 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := dcmtk dicom3tools orthanc
 
 .PHONY: demo serve test lint system-deps venv clean
 
 # System tools the tests and demo use as real peers: DCMTK (storescu/echoscu), dicom3tools
-# (dciodvfy), Orthanc (the PACS). Installed with apt when running as root and missing.
+# (dciodvfy), Orthanc (the PACS), Chromium + chromedriver (the status page in a real
+# browser), systemd (systemd-analyze verify of the unit). Installed with apt when running as
+# root and missing.
 system-deps:
 	@missing=""; \
 	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
 	command -v Orthanc  >/dev/null 2>&1 || missing="$$missing orthanc"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing:$$missing"; \

@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hypoxnode: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command in ("status", "reprocess", "send"):
+        from service.operator_client import run_operator
+
+        return run_operator(args.command, config, getattr(args, "study_uid", None),
+                            getattr(args, "destination", None), getattr(args, "json", False))
     handler = {"serve": _serve, "quantify": _quantify, "demo": _demo}[args.command]
     return int(handler(args, config))
 
@@ -71,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     suv = sub.add_parser("suv", help="SUV conversion of one PET series (see `hypoxnode suv -h`)",
                          add_help=False)
     suv.add_argument("rest", nargs=argparse.REMAINDER)
+
+    status = sub.add_parser("status", help="state of the running node and its recent studies")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--config", type=Path, help=config_help)
+    reprocess = sub.add_parser("reprocess", help="quantify a study again (running node)")
+    reprocess.add_argument("study_uid")
+    reprocess.add_argument("--config", type=Path, help=config_help)
+    send = sub.add_parser("send", help="send a study's results to a destination again")
+    send.add_argument("study_uid")
+    send.add_argument("destination", nargs="?", help="destination name (default: all)")
+    send.add_argument("--config", type=Path, help=config_help)
 
     repeat = sub.add_parser(
         "repeatability", add_help=False,

@@ -106,7 +106,11 @@ def create_app(node: Node) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:
-        return pages.study_list(node.index.studies(), node.status())
+        studies = node.index.studies()
+        for row in studies:
+            detail = node.index.study(row["study_instance_uid"])
+            row["result"] = detail["result"] if detail else None
+        return pages.study_list(studies, node.status())
 
     @app.get("/studies/{study_uid}", response_class=HTMLResponse)
     def study_page(study_uid: str) -> str:
