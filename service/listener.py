@@ -6,7 +6,9 @@ goes back only after the instance is a complete file on disk and a row in the in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -228,6 +230,14 @@ def _on_ended(event: Event, assoc_log: AssociationLog, how: str) -> None:
     )
 
 
+def _on_connection_open(event: Event) -> None:
+    """Send C-STORE responses at once (no Nagle delay on the small response PDUs)."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _on_connection_closed(event: Event) -> None:
     """Audit connections that ended before an A-ASSOCIATE-RQ, and free their thread.
 
@@ -290,6 +300,7 @@ def start_listener(
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [store, index, assoc_log]),
         (evt.EVT_REQUESTED, _on_requested, [config, assoc_log]),
+        (evt.EVT_CONN_OPEN, _on_connection_open),
         (evt.EVT_CONN_CLOSE, _on_connection_closed),
         (evt.EVT_ACCEPTED, _on_accepted, [assoc_log]),
         (evt.EVT_REJECTED, _on_rejected, [assoc_log]),

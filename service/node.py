@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -28,6 +29,9 @@ from service.sender import Sender
 from service.store import InstanceStore
 
 log = logging.getLogger("hypoxnode.node")
+
+MAX_WORKER_CRASHES = 1
+"""A study whose worker process died is processed again this many times before it fails."""
 
 
 class Node:
@@ -52,6 +56,7 @@ class Node:
         self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
         self._lock = threading.Lock()
         self._audit_handler: logging.Handler | None = None
+        self._crashes: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -75,10 +80,7 @@ class Node:
         if self.config.log.audit_file is not None and self._audit_handler is None:
             self._audit_handler = open_audit_file(self.config.log.audit_file)
         self._reconcile()
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.config.quant.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-        )
+        self._executor = self._new_executor()
         self.scheduler.add_job(
             self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
             id="check-studies", max_instances=1, coalesce=True,
@@ -151,18 +153,39 @@ class Node:
             ):
                 self._submit(study_uid)
 
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.config.quant.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+        )
+
     def _submit(self, study_uid: str) -> None:
         generation = self.index.start_processing(study_uid)
         if generation is None or self._executor is None:
             return
         paths = [record.path for record in self.index.study_instances(study_uid)]
-        log.info("processing study %s (%d instances)", study_uid, len(paths))
-        future = self._executor.submit(
-            process_study, self.config, study_uid, paths, generation
-        )
+        log.info("processing study %s (%d instances, generation %d)",
+                 study_uid, len(paths), generation)
+        try:
+            future = self._executor.submit(
+                process_study, self.config, study_uid, paths, generation
+            )
+        except BrokenProcessPool:  # a worker died since the last collection: fresh pool
+            self._replace_executor(self._executor)
+            future = self._executor.submit(
+                process_study, self.config, study_uid, paths, generation
+            )
         with self._lock:
             self._in_flight[study_uid] = future
         future.add_done_callback(lambda _f: self._collect_finished())
+
+    def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is not broken:
+                return  # already replaced
+            self._executor = self._new_executor()
+        broken.shutdown(wait=False, cancel_futures=True)
+        log.error("a worker process died; started a new worker pool")
 
     def _collect_finished(self) -> None:
         with self._lock:
@@ -172,11 +195,34 @@ class Node:
         for study_uid, future in finished:
             try:
                 outcome = future.result()
-            except Exception as exc:  # worker crashed (e.g. killed by the OOM killer)
+            except BrokenProcessPool as exc:
+                # A worker died (OOM killer, a crash in native code). Every study then in the
+                # pool lost its run; which one caused it is unknown, so each gets another try
+                # before it is failed: an innocent study is never failed for another's crash.
+                if self._executor is not None:
+                    self._replace_executor(self._executor)
+                if self._retry_after_crash(study_uid):
+                    continue
+                outcome = ProcessingOutcome(
+                    study_uid, ok=False,
+                    error=f"the worker process died twice while processing this study ({exc})",
+                )
+            except Exception as exc:
                 outcome = ProcessingOutcome(
                     study_uid, ok=False, error=f"worker process failed: {exc!r}"
                 )
             self._record(outcome)
+
+    def _retry_after_crash(self, study_uid: str) -> bool:
+        crashes = self._crashes.get(study_uid, 0) + 1
+        self._crashes[study_uid] = crashes
+        if crashes > MAX_WORKER_CRASHES:
+            return False
+        if self.index.set_study_state(
+            study_uid, StudyState.RECEIVING, expected=StudyState.PROCESSING
+        ):
+            log.warning("study %s: worker process died; processing it again", study_uid)
+        return True
 
     def _record(self, outcome: ProcessingOutcome) -> None:
         study_uid = outcome.study_instance_uid
