@@ -74,7 +74,8 @@ def method_record(
     else:
         lesions = (
             f"automatic: T/M > {_numbers(resolved.lesion_tm_threshold)}, "
-            f">= {_numbers(resolved.lesion_min_volume_ml)} ml, physiological uptake excluded, "
+            f">= {_numbers(resolved.lesion_min_volume_ml)} ml, "
+            f"excluded {', '.join(resolved.excluded_organs or ())}, "
             f"search {_search_text(resolved)}; {delineation_text(resolved)}"
         )
     sources = settings.sources(tracer)

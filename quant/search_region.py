@@ -42,7 +42,7 @@ def voxel_z_mm(image: sitk.Image) -> np.ndarray:
     return out
 
 
-def _filled_body(hu: np.ndarray) -> np.ndarray:
+def filled_body(hu: np.ndarray) -> np.ndarray:
     """Body (largest region above -500 HU) with the holes of each axial slice filled."""
     labels = sitk.GetArrayFromImage(
         sitk.ConnectedComponent(sitk.GetImageFromArray((hu > BODY_HU).astype(np.uint8)), True)
@@ -66,7 +66,7 @@ def lung_z_extent_mm(ct_hu_on_pet: sitk.Image) -> tuple[float, float] | None:
         CT in HU (on any grid; normally the PET grid).
     """
     hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
-    air = _filled_body(hu) & (hu < LUNG_HU)
+    air = filled_body(hu) & (hu < LUNG_HU)
     labels = sitk.GetArrayFromImage(
         sitk.ConnectedComponent(sitk.GetImageFromArray(air.astype(np.uint8)), True)
     )

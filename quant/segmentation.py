@@ -26,13 +26,10 @@ Muscle reference (:func:`muscle_reference`)
 Lesions (:func:`detect_lesions`)
     1. Candidates: voxels with ``SUV > settings.lesion_tm_threshold x muscle SUVmean``,
        26-connected components of at least ``settings.lesion_min_volume_ml``.
-    2. Physiological uptake is excluded when a CT is given, by the CT numbers under the
-       component: liver when at least half its voxels lie in 45..80 HU and it holds at least
-       ``ORGAN_MIN_VOLUME_ML`` (300 ml) or is cut by the first or last slice of the field of
-       view (a truncated liver dome or tip); urinary bladder (or other fluid) when at least half its
-       voxels lie in -10..25 HU; brain when at least half its voxels are enclosed by bone and
-       it holds at least 300 ml. Without a CT nothing is excluded. Known gap: hot bowel
-       (Cu-ATSM hepatobiliary clearance) with soft-tissue CT numbers is not excluded.
+    2. Physiological uptake is excluded when a CT is given, by the rules of
+       :mod:`quant.physiology` for the organs in ``settings.excluded_organs`` (from the tracer
+       profile: liver, urine, brain and bowel for every tracer, the heart too for FDG).
+       Without a CT nothing is excluded.
     3. With ``settings.search_z_range_mm`` or ``settings.search_region`` set, each remaining
        component is cut to the search region (:mod:`quant.search_region`) and dropped when
        less than the minimum volume is left. Exclusion is judged on the whole component first.
@@ -52,12 +49,12 @@ import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.errors import QuantificationError
 from quant.figures import component_at, muscle_figures, voxel_volume_ml
+from quant.physiology import anatomy_from_ct, enclosed_by_bone, physiological_reason
 from quant.results import MuscleResult
 from quant.search_region import search_mask
 from quant.settings import QuantSettings
 
 BODY_HU = -500.0
-BONE_HU = 300.0
 MUSCLE_EROSION_MM = 5.0
 MUSCLE_MIN_COMPONENT_ML = 5.0
 MUSCLE_MEDIAN_BAND = 0.15
@@ -65,10 +62,6 @@ MUSCLE_TARGET_ML = 50.0
 MUSCLE_TRIM_MADS = 3.0
 MUSCLE_MIN_MAD = 0.01
 """Floor of the robust spread, as a fraction of the median (a noiseless image keeps its voxels)."""
-LIVER_HU = (45.0, 80.0)
-FLUID_HU = (-10.0, 25.0)
-ORGAN_MIN_VOLUME_ML = 300.0
-ORGAN_MIN_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -122,23 +115,6 @@ def _erode(mask: np.ndarray, spacing: tuple[float, float, float], mm: float) -> 
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     eroded = sitk.BinaryErode(image, radius, sitk.sitkBall, 0, 1)
     out: np.ndarray = sitk.GetArrayFromImage(eroded).astype(bool)
-    return out
-
-
-def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
-    """Voxels enclosed by bone in their axial slice (holes of the bone mask closed by 1 voxel).
-
-    Parameters
-    ----------
-    hu
-        CT numbers ``[slice, row, col]``.
-    """
-    out = np.zeros(hu.shape, dtype=bool)
-    bone = hu >= BONE_HU
-    for k in np.flatnonzero(bone.any(axis=(1, 2))):
-        ring = sitk.BinaryDilate(sitk.GetImageFromArray(bone[k].astype(np.uint8)), [1, 1])
-        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(ring, True, 1)).astype(bool)
-        out[k] = filled & ~sitk.GetArrayFromImage(ring).astype(bool)
     return out
 
 
@@ -229,27 +205,6 @@ def muscle_reference(
     return MuscleResult(suv_mean=mean, suv_sd=sd, volume_ml=volume, mask=mask, location=location)
 
 
-def _fraction_in(values: np.ndarray, window: tuple[float, float]) -> float:
-    return float(np.mean((values >= window[0]) & (values <= window[1])))
-
-
-def physiological_reason(
-    component: np.ndarray, hu: np.ndarray, enclosed: np.ndarray, voxel_ml: float
-) -> str | None:
-    """Why a candidate region is physiological uptake (rules in the module docstring), or None."""
-    values = hu[component]
-    volume = int(component.sum()) * voxel_ml
-    large = volume >= ORGAN_MIN_VOLUME_ML
-    truncated = bool(component[0].any() or component[-1].any())
-    if (large or truncated) and _fraction_in(values, LIVER_HU) >= ORGAN_MIN_FRACTION:
-        return "liver"
-    if _fraction_in(values, FLUID_HU) >= ORGAN_MIN_FRACTION:
-        return "urinary bladder or other fluid"
-    if volume >= ORGAN_MIN_VOLUME_ML and float(enclosed[component].mean()) >= ORGAN_MIN_FRACTION:
-        return "brain"
-    return None
-
-
 def delineate(
     suv: np.ndarray,
     region: np.ndarray,
@@ -321,18 +276,15 @@ def detect_lesions(
     if n == 0:
         return []
     counts = np.bincount(labels.ravel(), minlength=n + 1)
-    enclosed = enclosed_by_bone(grid.hu) if grid.hu is not None else None
+    anatomy = anatomy_from_ct(ct_hu_on_pet) if ct_hu_on_pet is not None else None
+    organs = settings.excluded_organs or ()
     min_voxels = settings.lesion_min_volume_ml / grid.voxel_ml
     lesions = []
     for lab in range(1, n + 1):
         if counts[lab] < min_voxels:
             continue
         region = labels == lab
-        if (
-            grid.hu is not None
-            and enclosed is not None
-            and physiological_reason(region, grid.hu, enclosed, grid.voxel_ml) is not None
-        ):
+        if anatomy is not None and physiological_reason(region, grid.suv, anatomy, organs):
             continue
         if allowed is not None:
             region &= allowed
@@ -350,4 +302,5 @@ def _unresolved(settings: QuantSettings) -> bool:
         settings.lesion_tm_threshold is None
         or settings.delineation is None
         or settings.hypoxic_thresholds is None
+        or settings.excluded_organs is None
     )

@@ -97,6 +97,9 @@ class QuantSettings:
     search_region
         One of :data:`SEARCH_REGIONS`: automatic detection only looks inside that body region,
         found from the lungs on CT. None: the whole field of view.
+    excluded_organs
+        Physiological uptake excluded from detection (names of
+        :data:`quant.physiology.ORGANS`); None: the tracer profile's list.
     tracers
         Per-tracer overrides, by profile name (``"64Cu-ATSM"``, ``"18F-FMISO"``, ...,
         ``"unknown"``).
@@ -112,6 +115,7 @@ class QuantSettings:
     tumour_roi_pattern: str | None = None
     search_z_range_mm: tuple[float, float] | None = None
     search_region: str | None = None
+    excluded_organs: tuple[str, ...] | None = None
     tracers: Mapping[str, TracerOverrides] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -149,6 +153,7 @@ class QuantSettings:
                 over.lesion_tm_threshold, self.lesion_tm_threshold, profile.lesion_tm_threshold
             ),
             delineation=_first(over.delineation, self.delineation, profile.delineation),
+            excluded_organs=_first(self.excluded_organs, profile.excluded_organs),
             delineation_fraction_of_max=_first(
                 over.delineation_fraction_of_max, self.delineation_fraction_of_max
             ),

@@ -7,7 +7,7 @@ configuration override them (see DOMAIN.md section 1).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydicom.dataset import Dataset
 
@@ -44,6 +44,8 @@ class TracerProfile:
         (min, max) typical injection-to-scan time in seconds, or None if unknown.
     delineation
         Default lesion delineation method (see :data:`quant.settings.DELINEATION_METHODS`).
+    excluded_organs
+        Physiological uptake the automatic detection excludes (see :mod:`quant.physiology`).
     """
 
     name: str
@@ -53,6 +55,7 @@ class TracerProfile:
     lesion_tm_threshold: float
     uptake_window_s: tuple[float, float] | None
     delineation: str = "percent_of_max"
+    excluded_organs: tuple[str, ...] = ("liver", "urine", "brain", "bowel")
 
 
 def _profile(
@@ -68,6 +71,8 @@ def _profile(
 # Cu-ATSM: T/M 1.5 / 2.0 and 3.5 (Dehdashti 2003, 60Cu-ATSM cervix); static scans from 30 min,
 # 64Cu delayed scans 16-25 h. FMISO / FAZA: tumour/blood or tumour/muscle >= 1.2
 # (Muzi JNM 2015). HX4: tumour/background 1.4 (Zegers 2013). FDG: generic defaults only.
+# Detection (lesion_tm_threshold) stays at 1.5 for FMISO/FAZA: at 1.2 myocardium and bowel
+# (T/M ~1.2-1.3) become candidates at 10% noise.
 PROFILES: dict[str, TracerProfile] = {
     p.name: p
     for p in (
@@ -75,10 +80,13 @@ PROFILES: dict[str, TracerProfile] = {
         _profile("60Cu-ATSM", "Cu-60", (1.5, 2.0, 3.5), 1.5, (5 * _MIN, 2.0 * _H)),
         _profile("61Cu-ATSM", "Cu-61", (1.5, 2.0, 3.5), 1.5, (10 * _MIN, 8.0 * _H)),
         _profile("62Cu-ATSM", "Cu-62", (1.5, 2.0, 3.5), 1.5, (5 * _MIN, 1.0 * _H)),
-        _profile("18F-FMISO", "F-18", (1.2,), 1.2, (1.5 * _H, 4.5 * _H)),
-        _profile("18F-FAZA", "F-18", (1.2,), 1.2, (1.0 * _H, 4.0 * _H)),
+        _profile("18F-FMISO", "F-18", (1.2,), 1.5, (1.5 * _H, 4.5 * _H)),
+        _profile("18F-FAZA", "F-18", (1.2,), 1.5, (1.0 * _H, 4.0 * _H)),
         _profile("18F-HX4", "F-18", (1.4,), 1.4, (1.5 * _H, 4.5 * _H)),
-        _profile("18F-FDG", "F-18", (1.5, 2.0), 1.5, (45 * _MIN, 90 * _MIN)),
+        replace(
+            _profile("18F-FDG", "F-18", (1.5, 2.0), 1.5, (45 * _MIN, 90 * _MIN)),
+            excluded_organs=("liver", "urine", "brain", "bowel", "heart"),  # myocardial glucose
+        ),
     )
 }
 

@@ -91,7 +91,7 @@ def test_resolution_is_idempotent_and_complete() -> None:
     settings = QuantSettings(tracers={"18F-FMISO": TracerOverrides(delineation="tm_threshold")})
     resolved = settings.for_tracer(PROFILES["18F-FMISO"])
     assert resolved.hypoxic_thresholds == (1.2,)
-    assert resolved.lesion_tm_threshold == 1.2
+    assert resolved.lesion_tm_threshold == 1.5
     assert resolved.delineation == "tm_threshold"
     assert resolved.for_tracer(PROFILES["64Cu-ATSM"]) == resolved
     unknown = QuantSettings().for_tracer(None)

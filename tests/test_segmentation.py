@@ -13,6 +13,7 @@ from quant.figures import lesion_figures
 from quant.results import MuscleResult
 from quant.segmentation import detect_lesions, muscle_reference
 from quant.settings import QuantSettings
+from quant.tracers import PROFILES
 from tests.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
 
 SETTINGS = QuantSettings()
@@ -42,8 +43,9 @@ def _run(
         with_lesion=with_lesion,
     )
     suv, ct = pet_suv_image(study), ct_hu_on_pet(study)
-    muscle = muscle_reference(suv, ct, SETTINGS)
-    lesions = detect_lesions(suv, muscle.suv_mean, SETTINGS, ct_hu_on_pet=ct)
+    settings = SETTINGS.for_tracer(PROFILES[tracer])
+    muscle = muscle_reference(suv, ct, settings)
+    lesions = detect_lesions(suv, muscle.suv_mean, settings, ct_hu_on_pet=ct)
     return study, muscle, lesions
 
 
@@ -53,6 +55,9 @@ def _assert_no_physiological(study: SyntheticStudy, lesions: list[np.ndarray]) -
         assert not (lesion & truth.liver_mask).any(), "liver reported as a lesion"
         assert not (lesion & truth.bladder_mask).any(), "bladder reported as a lesion"
         assert not (lesion & truth.brain_mask).any(), "brain reported as a lesion"
+        assert not (lesion & truth.bowel_mask).any(), "bowel reported as a lesion"
+        assert not (lesion & truth.kidney_mask).any(), "kidney reported as a lesion"
+        assert not (lesion & truth.heart_mask).any(), "heart reported as a lesion"
 
 
 @pytest.mark.parametrize("field_of_view", [*FOVS, "whole_body"])
@@ -101,6 +106,45 @@ def test_fdg_brain_and_bladder_are_not_lesions() -> None:
         assert len(lesions) == 1
         assert dice(lesions[0], study.truth.tumour_mask) >= 0.8
         _assert_no_physiological(study, lesions)
+
+
+@pytest.mark.parametrize(("noise_sd", "blur_fwhm_mm"), [(0.0, 0.0), (0.1, 6.0)])
+@pytest.mark.parametrize("field_of_view", ["abdomen", "thorax"])
+def test_fdg_bowel_kidneys_and_heart_are_not_lesions(
+    field_of_view: str, noise_sd: float, blur_fwhm_mm: float
+) -> None:
+    study, _, lesions = _run(field_of_view, noise_sd, blur_fwhm_mm, tracer="18F-FDG")
+    organs = {"abdomen": ("bowel_mask", "kidney_mask"), "thorax": ("heart_mask",)}
+    for name in organs[field_of_view]:
+        assert getattr(study.truth, name).any(), f"the generator should hold {name}"
+    assert len(lesions) == 1
+    assert dice(lesions[0], study.truth.tumour_mask) >= (0.8 if noise_sd == 0 else 0.6)
+    _assert_no_physiological(study, lesions)
+
+
+@pytest.mark.parametrize(
+    ("field_of_view", "organ", "rule"),
+    [
+        ("abdomen", "bowel_mask", "bowel"),
+        ("abdomen", "bladder_mask", "urine"),
+        ("thorax", "heart_mask", "heart"),
+    ],
+)
+def test_each_fdg_organ_is_a_candidate_without_its_rule(
+    field_of_view: str, organ: str, rule: str
+) -> None:
+    # Renal-pelvis urine is labelled as bladder in the truth (hot urine inside a kidney).
+    study = make_study(field_of_view=field_of_view, tracer="18F-FDG")
+    kept = tuple(o for o in PROFILES["18F-FDG"].excluded_organs if o != rule)
+    settings = QuantSettings(excluded_organs=kept)
+    suv, ct = pet_suv_image(study), ct_hu_on_pet(study)
+    lesions = detect_lesions(suv, study.truth.muscle_suv_mean, settings, ct_hu_on_pet=ct)
+    assert any((lesion & getattr(study.truth, organ)).any() for lesion in lesions)
+
+
+def test_cu_atsm_does_not_exclude_the_heart() -> None:
+    assert "heart" not in PROFILES["64Cu-ATSM"].excluded_organs
+    assert "heart" in PROFILES["18F-FDG"].excluded_organs
 
 
 def test_truncated_liver_dome_is_not_a_lesion() -> None:

@@ -33,6 +33,7 @@ class Tissue(IntEnum):
     HEART = 10
     TUMOUR_RIM = 11
     TUMOUR_CORE = 12
+    KIDNEY = 13
 
 
 #: CT numbers (HU) of each tissue; the CT is noiseless.
@@ -50,6 +51,7 @@ HOUNSFIELD: dict[Tissue, float] = {
     Tissue.HEART: 40.0,
     Tissue.TUMOUR_RIM: 40.0,
     Tissue.TUMOUR_CORE: 40.0,
+    Tissue.KIDNEY: 30.0,
 }
 
 
@@ -104,6 +106,7 @@ _CU_ATSM_UPTAKE = _uptake(
     bowel=1.3,
     brain=0.9,
     heart=1.3,
+    kidney=1.2,
     tumour_rim=1.8,
     tumour_core=3.6,
 )
@@ -114,16 +117,20 @@ _FMISO_UPTAKE = _uptake(
     bowel=1.3,
     brain=0.9,
     heart=1.2,
+    kidney=1.1,
     tumour_rim=1.7,
     tumour_core=2.8,
 )
+# FDG: myocardium, bowel wall and kidneys (urine in the renal pelvis, labelled BLADDER) above
+# the lesion threshold, so the exclusions of quant.segmentation are exercised.
 _FDG_UPTAKE = _uptake(
     muscle=0.8,
     liver=2.5,
     bladder=15.0,
-    bowel=1.1,
+    bowel=2.2,
     brain=9.0,
-    heart=1.0,
+    heart=3.0,
+    kidney=2.0,
     tumour_rim=4.0,
     tumour_core=8.0,
 )
@@ -257,8 +264,14 @@ def body_shapes() -> list[Shape]:
         *_spine(144, 288),
         cylinder(Tissue.MUSCLE, -30, 25, 12, 12, 144, 230),
         cylinder(Tissue.MUSCLE, 30, 25, 12, 12, 144, 230),
-        ellipsoid(Tissue.BOWEL, (55, -40, 170), (22, 18, 20)),
+        ellipsoid(Tissue.BOWEL, (60, -40, 165), (20, 16, 18)),
+        ellipsoid(Tissue.AIR, (60, -40, 165), (8, 7, 8)),  # gas in the bowel lumen
         ellipsoid(Tissue.BOWEL, (-40, -45, 165), (20, 15, 18)),
+        ellipsoid(Tissue.AIR, (-40, -45, 165), (8, 6, 7)),
+        ellipsoid(Tissue.KIDNEY, (-70, 40, 180), (15, 13, 30)),
+        ellipsoid(Tissue.KIDNEY, (70, 40, 180), (15, 13, 30)),
+        ellipsoid(Tissue.BLADDER, (-64, 40, 180), (8, 8, 12)),  # renal pelvis (urine)
+        ellipsoid(Tissue.BLADDER, (64, 40, 180), (8, 8, 12)),
     ]
     thorax = [
         *_trunk(288, 432, 115, 85, 12),

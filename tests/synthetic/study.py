@@ -54,8 +54,9 @@ class Truth:
     labels
         :class:`~tests.synthetic.anatomy.Tissue` label of each PET voxel (voxel centre inside).
     tumour_mask, tumour_core_mask, muscle_mask, liver_mask, bladder_mask, bowel_mask,
-    brain_mask, body_mask
-        Boolean masks; all False when the organ is not in the field of view.
+    brain_mask, body_mask, heart_mask, kidney_mask
+        Boolean masks; all False when the organ is not in the field of view. ``bladder_mask``
+        holds every urine label (bladder and renal pelves).
     suv_max, tumour_suv_mean
         SUVmax and SUVmean of the tumour in ``ideal_suv`` (0.0 without lesion).
     muscle_suv_mean
@@ -84,6 +85,8 @@ class Truth:
     bowel_mask: np.ndarray
     brain_mask: np.ndarray
     body_mask: np.ndarray
+    heart_mask: np.ndarray
+    kidney_mask: np.ndarray
     suv_max: float
     tumour_suv_mean: float
     muscle_suv_mean: float
@@ -304,6 +307,8 @@ def _truth(
         bowel_mask=labels == Tissue.BOWEL,
         brain_mask=labels == Tissue.BRAIN,
         body_mask=labels != Tissue.AIR,
+        heart_mask=labels == Tissue.HEART,
+        kidney_mask=labels == Tissue.KIDNEY,
         suv_max=float(ideal[tumour].max()) if tumour.any() else 0.0,
         tumour_suv_mean=float(ideal[tumour].mean()) if tumour.any() else 0.0,
         muscle_suv_mean=muscle_mean,

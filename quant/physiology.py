@@ -1,0 +1,222 @@
+"""Physiological uptake: which candidate regions are organs, not lesions (CT-based rules).
+
+Every rule looks at one 26-connected candidate region (voxels above the lesion threshold) on
+the PET grid together with the CT resampled onto it. Volumes are of the candidate region.
+
+``liver``
+    At least half the voxels in 45..80 HU, and at least :data:`ORGAN_MIN_VOLUME_ML` (300 ml)
+    or cut by the first or last slice of the field of view (a truncated liver dome or tip).
+``urine``
+    At least half the voxels in fluid, -10..25 HU (urinary bladder), or the region's SUVmax
+    voxel in fluid with no air (< -200 HU) among its 26 neighbours (hot urine in a renal
+    pelvis, ureter or bladder, with the kidney or the bladder wall around it; the air test
+    keeps out voxels whose CT number is a partial-volume mix of air and soft tissue).
+``brain``
+    At least half the voxels enclosed by bone in their axial slice, and at least 300 ml.
+``bowel``
+    The region, closed by one voxel and its cavities filled, wholly encloses at least
+    :data:`BOWEL_GAS_MIN_ML` of gas (< -500 HU inside the body, not lung): uptake in a bowel
+    wall around its gas-filled lumen.
+``heart``
+    (tracers whose profile lists it: 18F-FDG) at least :data:`HEART_MIN_ML`, its centre within
+    the lungs' z extent, within :data:`HEART_MIDLINE_MM` of the body's left-right centre and
+    in front of the body's antero-posterior centre (the myocardium between the lungs).
+
+Known gaps: gallbladder, kidney parenchyma without hot urine, and bowel without gas are not
+recognised; a tumour that merges with an excluded organ in one candidate region is excluded
+with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813 (the conventional name)
+
+from quant.search_region import BODY_HU, LUNG_MIN_ML, filled_body
+
+ORGANS = ("liver", "urine", "brain", "bowel", "heart")
+LIVER_HU = (45.0, 80.0)
+FLUID_HU = (-10.0, 25.0)
+AIR_EDGE_HU = -200.0
+BONE_HU = 300.0
+ORGAN_MIN_VOLUME_ML = 300.0
+ORGAN_MIN_FRACTION = 0.5
+BOWEL_GAS_MIN_ML = 0.2
+HEART_MIN_ML = 50.0
+HEART_MIDLINE_MM = 40.0
+
+
+def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
+    """Voxels enclosed by bone in their axial slice (holes of the bone mask closed by 1 voxel).
+
+    Parameters
+    ----------
+    hu
+        CT numbers ``[slice, row, col]``.
+    """
+    out = np.zeros(hu.shape, dtype=bool)
+    bone = hu >= BONE_HU
+    for k in np.flatnonzero(bone.any(axis=(1, 2))):
+        ring = sitk.BinaryDilate(sitk.GetImageFromArray(bone[k].astype(np.uint8)), [1, 1])
+        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(ring, True, 1)).astype(bool)
+        out[k] = filled & ~sitk.GetArrayFromImage(ring).astype(bool)
+    return out
+
+
+def _labels(mask: np.ndarray) -> np.ndarray:
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    out: np.ndarray = sitk.GetArrayFromImage(image)
+    return out
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """What the rules need from the CT, computed once per study (see :func:`anatomy_from_ct`).
+
+    Attributes
+    ----------
+    hu
+        CT numbers on the PET grid.
+    enclosed
+        Voxels enclosed by bone in their axial slice.
+    gas_labels
+        26-connected labels of gas inside the body that is not lung (0 elsewhere).
+    lung_slices
+        (first, last) slice index holding lung, or None.
+    body_centre_mm
+        (x, y) patient coordinates of the body's centre of mass.
+    voxel_ml, index_to_mm
+        Voxel volume; the affine (4 x 4) from (col, row, slice) index to patient mm.
+    """
+
+    hu: np.ndarray
+    enclosed: np.ndarray
+    gas_labels: np.ndarray
+    lung_slices: tuple[int, int] | None
+    body_centre_mm: tuple[float, float]
+    voxel_ml: float
+    index_to_mm: np.ndarray
+
+
+def _affine(image: sitk.Image) -> np.ndarray:
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    out = np.eye(4)
+    out[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
+    out[:3, 3] = image.GetOrigin()
+    return out
+
+
+def _to_mm(affine: np.ndarray, index_zyx: np.ndarray) -> np.ndarray:
+    """Patient mm of ``[slice, row, col]`` indices (N, 3)."""
+    xyz = np.c_[index_zyx[:, ::-1], np.ones(len(index_zyx))]
+    out: np.ndarray = (affine @ xyz.T).T[:, :3]
+    return out
+
+
+def anatomy_from_ct(ct_hu_on_pet: sitk.Image) -> Anatomy:
+    """The CT context of the exclusion rules.
+
+    Parameters
+    ----------
+    ct_hu_on_pet
+        CT in HU on the PET grid.
+    """
+    hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
+    voxel_ml = float(np.prod(ct_hu_on_pet.GetSpacing())) / 1000.0
+    body = filled_body(hu)
+    air_labels = _labels(body & (hu < BODY_HU))
+    counts = np.bincount(air_labels.ravel())
+    counts[0] = 0
+    lung = np.isin(air_labels, np.flatnonzero(counts * voxel_ml >= LUNG_MIN_ML))
+    gas_labels = np.where(lung, 0, air_labels)
+    lung_rows = np.flatnonzero(lung.any(axis=(1, 2)))
+    affine = _affine(ct_hu_on_pet)
+    body_index = np.argwhere(body)
+    centre = (
+        _to_mm(affine, body_index.mean(axis=0, keepdims=True))[0]
+        if body_index.size
+        else (np.zeros(3))
+    )
+    return Anatomy(
+        hu=hu,
+        enclosed=enclosed_by_bone(hu),
+        gas_labels=gas_labels,
+        lung_slices=(int(lung_rows[0]), int(lung_rows[-1])) if lung_rows.size else None,
+        body_centre_mm=(float(centre[0]), float(centre[1])),
+        voxel_ml=voxel_ml,
+        index_to_mm=affine,
+    )
+
+
+def _fraction_in(values: np.ndarray, window: tuple[float, float]) -> float:
+    return float(np.mean((values >= window[0]) & (values <= window[1])))
+
+
+def _encloses_gas(component: np.ndarray, anatomy: Anatomy) -> bool:
+    image = sitk.GetImageFromArray(component.astype(np.uint8))
+    closed = sitk.BinaryMorphologicalClosing(image, [1, 1, 1], sitk.sitkBall, 1)
+    filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(closed, True, 1)).astype(bool)
+    touched = np.unique(anatomy.gas_labels[filled])
+    enclosed_ml = 0.0
+    for lab in touched[touched > 0]:
+        pocket = anatomy.gas_labels == lab
+        if not (pocket & ~filled).any():
+            enclosed_ml += float(pocket.sum()) * anatomy.voxel_ml
+    return enclosed_ml >= BOWEL_GAS_MIN_ML
+
+
+def _is_heart(component: np.ndarray, volume_ml: float, anatomy: Anatomy) -> bool:
+    if volume_ml < HEART_MIN_ML or anatomy.lung_slices is None:
+        return False
+    centre_index = np.argwhere(component).mean(axis=0)
+    first, last = anatomy.lung_slices
+    if not first <= centre_index[0] <= last:
+        return False
+    x, y, _ = _to_mm(anatomy.index_to_mm, centre_index[np.newaxis, :])[0]
+    cx, cy = anatomy.body_centre_mm
+    return abs(x - cx) <= HEART_MIDLINE_MM and y < cy  # LPS: y grows towards the back
+
+
+def physiological_reason(
+    component: np.ndarray,
+    suv: np.ndarray,
+    anatomy: Anatomy,
+    organs: tuple[str, ...] = ORGANS,
+) -> str | None:
+    """Which organ a candidate region is (rules in the module docstring), or None.
+
+    Parameters
+    ----------
+    component
+        One candidate region (bool ``[slice, row, col]``).
+    suv
+        SUV on the same grid.
+    anatomy
+        From :func:`anatomy_from_ct`.
+    organs
+        The rules to apply, a subset of :data:`ORGANS` (the tracer's profile says which).
+    """
+    values = anatomy.hu[component]
+    volume = int(component.sum()) * anatomy.voxel_ml
+    large = volume >= ORGAN_MIN_VOLUME_ML
+    truncated = bool(component[0].any() or component[-1].any())
+    liver_like = _fraction_in(values, LIVER_HU) >= ORGAN_MIN_FRACTION
+    if "liver" in organs and (large or truncated) and liver_like:
+        return "liver"
+    if "urine" in organs:
+        peak = np.unravel_index(int(np.argmax(np.where(component, suv, -np.inf))), suv.shape)
+        around = tuple(slice(max(int(i) - 1, 0), int(i) + 2) for i in peak)
+        in_fluid = FLUID_HU[0] <= float(anatomy.hu[peak]) <= FLUID_HU[1]
+        in_fluid = in_fluid and float(anatomy.hu[around].min()) > AIR_EDGE_HU
+        if in_fluid or _fraction_in(values, FLUID_HU) >= ORGAN_MIN_FRACTION:
+            return "urine (bladder, renal pelvis or ureter)"
+    in_skull = float(anatomy.enclosed[component].mean()) >= ORGAN_MIN_FRACTION
+    if "brain" in organs and large and in_skull:
+        return "brain"
+    if "bowel" in organs and _encloses_gas(component, anatomy):
+        return "bowel (uptake around gas)"
+    if "heart" in organs and _is_heart(component, volume, anatomy):
+        return "heart"
+    return None
