@@ -405,6 +405,20 @@ class Index:
                          now, now, now),
                     )
 
+    def previous_results(self, study_uid: str, generation: int) -> list[tuple[str, str, str]]:
+        """``(kind, sop_instance_uid, path)`` of the latest results older than ``generation``.
+
+        What a re-processing supersedes: its SR names the earlier SR as a predecessor.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, sop_instance_uid, path FROM results WHERE study_instance_uid = ?"
+                " AND generation = (SELECT MAX(generation) FROM results"
+                " WHERE study_instance_uid = ? AND generation < ?) ORDER BY kind",
+                (study_uid, study_uid, generation),
+            ).fetchall()
+        return [(row["kind"], row["sop_instance_uid"], row["path"]) for row in rows]
+
     def due_exports(self, now: float) -> list[ExportRecord]:
         """Pending exports whose next attempt is due, oldest first."""
         with self._lock:

@@ -16,12 +16,13 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from pydicom import dcmread
 from pynetdicom.transport import ThreadedAssociationServer
 
 from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
-from service.index import Index, StudyState
+from service.index import Index, InstanceRecord, StudyState
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.processing import ProcessingOutcome, process_study
@@ -126,18 +127,68 @@ class Node:
             self._audit_handler = None
 
     def _reconcile(self) -> None:
+        """Make the index and the disk agree after any stop, clean or not.
+
+        - ``tmp/`` holds writes that never completed: removed (never acknowledged).
+        - An index row whose file is gone: dropped (the study is re-checked when due).
+        - A file with no index row: the node stopped between the rename and the index commit,
+          so the sender never got a success for it. Indexing it is kinder than deleting it (a
+          sender that does not retry still gets the instance processed); a file that does not
+          read as the instance its path names is removed.
+        - Studies left queued or processing go back to receiving and are processed again.
+        """
         removed = self.store.clear_tmp()
         if removed:
             log.warning("removed %d partial file(s) left by an interrupted write", removed)
-        missing = [uid for uid, path in self.index.all_instance_paths().items()
-                   if not Path(path).is_file()]
+        indexed = self.index.all_instance_paths()
+        missing = [uid for uid, path in indexed.items() if not Path(path).is_file()]
         if missing:
             log.error("%d indexed instance(s) missing on disk; dropped from the index",
                       len(missing))
             self.index.forget_instances(missing)
+        known = set(indexed.values())
+        recovered = dropped = 0
+        for path in self.store.instance_files():
+            if str(path) in known:
+                continue
+            record = self._record_for_orphan(path)
+            if record is None:
+                path.unlink(missing_ok=True)
+                dropped += 1
+            else:
+                self.index.record_instance(record)
+                recovered += 1
+        if recovered or dropped:
+            log.warning(
+                "%d instance file(s) on disk were not in the index (stopped before the index"
+                " commit): %d indexed, %d unreadable removed", recovered + dropped, recovered,
+                dropped,
+            )
         requeued = self.index.requeue_interrupted()
         if requeued:
             log.warning("requeued %d study(ies) interrupted by the last stop", len(requeued))
+
+    def _record_for_orphan(self, path: Path) -> InstanceRecord | None:
+        """The index row of an unindexed instance file, or None if it is not a sound one."""
+        try:
+            dataset = dcmread(path, stop_before_pixels=True)
+            uids = (str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
+                    str(dataset.SOPInstanceUID))
+            if self.store.instance_path(*uids) != path:
+                return None
+            return InstanceRecord(
+                sop_instance_uid=uids[2],
+                sop_class_uid=str(dataset.file_meta.MediaStorageSOPClassUID),
+                study_instance_uid=uids[0],
+                series_instance_uid=uids[1],
+                modality=str(dataset.get("Modality", "")),
+                path=str(path),
+                size_bytes=path.stat().st_size,
+                calling_ae_title="",
+                received_at=time.time(),
+            )
+        except Exception:  # any unreadable or inconsistent file: not an instance we keep
+            return None
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -166,6 +217,11 @@ class Node:
         paths = [record.path for record in self.index.study_instances(study_uid)]
         log.info("processing study %s (%d instances, generation %d)",
                  study_uid, len(paths), generation)
+        superseded = [uid for kind, uid, _ in self.index.previous_results(study_uid, generation)
+                      if kind == "SR"]
+        if superseded:
+            log.info("study %s generation %d will supersede SR %s",
+                     study_uid, generation, ", ".join(superseded))
         try:
             future = self._executor.submit(
                 process_study, self.config, study_uid, paths, generation

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,12 @@ class InstanceStore:
         final = self.result_path(study_instance_uid, kind, uid)
         self._atomic_write(final, data)
         return final
+
+    def instance_files(self) -> Iterator[Path]:
+        """Every file under ``instances/`` (for reconciliation with the index)."""
+        for dirpath, _dirs, files in os.walk(self.instances_dir):
+            for name in files:
+                yield Path(dirpath) / name
 
     def clear_tmp(self) -> int:
         """Remove partial writes left by a crash; returns how many were removed."""
