@@ -40,7 +40,7 @@ class StudyFiles:
 
 
 def read_study(paths: Iterable[Path]) -> StudyFiles:
-    """Read every file and pick the PET series, its CT and any RTSTRUCT.
+    """Read every file and pick the PET series, its CT and any RTSTRUCT or SEG.
 
     Choice: the attenuation-corrected PET series with the most slices; the CT series on the
     same frame of reference with the most slices.
@@ -60,8 +60,8 @@ def read_study(paths: Iterable[Path]) -> StudyFiles:
             unreadable.append(f"{Path(path).name}: {exc}")
             continue
         sop_class = dataset.get("SOPClassUID")
-        if sop_class == RT_STRUCTURE_SET:
-            structures.append(dataset)
+        if sop_class in (RT_STRUCTURE_SET, SEGMENTATION):
+            structures.append(dataset)  # supplied contours (the pipeline skips our own SEGs)
         elif sop_class in (PET_IMAGE, ENHANCED_PET_IMAGE, CT_IMAGE, ENHANCED_CT_IMAGE):
             by_series[str(dataset.get("SeriesInstanceUID", ""))].append(dataset)
     notes = [f"{len(unreadable)} unreadable file(s) ignored"] if unreadable else []
