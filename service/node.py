@@ -26,6 +26,7 @@ from service.index import Index, InstanceRecord, StudyState
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.processing import ProcessingOutcome, process_study
+from service.retention import purge_delivered
 from service.sender import Sender
 from service.store import InstanceStore
 
@@ -90,6 +91,12 @@ class Node:
             self.sender.run_once, "interval", seconds=self.config.export.check_interval_seconds,
             id="send-results", max_instances=1, coalesce=True,
         )
+        retention = self.config.retention
+        if retention.delivered_after_days is not None:
+            self.scheduler.add_job(
+                self.purge_delivered, "interval", seconds=retention.check_interval_seconds,
+                id="retention", max_instances=1, coalesce=True,
+            )
         self.scheduler.start()
         if self.config.http.enabled:
             self._http = HttpServer(self)
@@ -308,6 +315,16 @@ class Node:
                 study_uid, StudyState.FAILED, expected=StudyState.PROCESSING, error=outcome.error
             )
             log.error("study %s not quantified: %s", study_uid, outcome.error)
+
+    def purge_delivered(self) -> list[str]:
+        """Scheduler job: purge studies delivered more than ``retention`` days ago."""
+        days = self.config.retention.delivered_after_days
+        if days is None:
+            return []
+        purged = purge_delivered(self.index, self.store, days)
+        if purged:
+            log.info("retention: purged %d delivered study(ies)", len(purged))
+        return purged
 
     # -- operator actions (HTTP API and CLI) ------------------------------------------------
 

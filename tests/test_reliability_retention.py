@@ -1,0 +1,113 @@
+"""Retention: the APScheduler job purges studies whose results were all delivered.
+
+``hypoxnode serve`` sends its results to a pynetdicom storage SCP (a real second AE); with a
+retention of about a second the delivered study's instances, results and rows disappear. A
+study whose results could not be delivered is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE, StoragePresentationContexts, evt
+
+from tests.peers import free_port, storescu, wait_for
+from tests.reliability import http_json, index_rows, start_test_node
+from tests.synthetic import make_study, write_study
+
+RETENTION_DAYS = 1.5 / 86400  # 1.5 s
+
+
+@pytest.fixture
+def pacs() -> Iterator[tuple[int, list[str]]]:
+    received: list[str] = []
+    lock = threading.Lock()
+
+    def on_store(event: Any) -> int:
+        with lock:
+            received.append(str(event.dataset.SOPInstanceUID))
+        return 0
+
+    ae = AE(ae_title="PACS")
+    ae.supported_contexts = StoragePresentationContexts
+    server = ae.start_server(("127.0.0.1", 0), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert server is not None
+    yield int(server.server_address[1]), received
+    server.shutdown()
+
+
+def _sections(pacs_port: int, retention_days: float | None) -> str:
+    retention = (f"delivered_after_days = {retention_days}\n" if retention_days is not None
+                 else "")
+    return f"""
+[retention]
+{retention}check_interval_seconds = 0.5
+[[destinations]]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+"""
+
+
+def _http_status(port: int, path: str) -> int:
+    try:
+        http_json(port, path)
+        return 200
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_delivered_study_is_purged_after_the_retention_time(
+    tmp_path: Path, pacs: tuple[int, list[str]]
+) -> None:
+    pacs_port, received = pacs
+    study = make_study(field_of_view="pelvis", seed=41, patient_id="RETAIN")
+    files = write_study(study, tmp_path / "scanner")
+    study_uid = str(study.pet[0].StudyInstanceUID)
+    node = start_test_node(tmp_path / "node", sections=_sections(pacs_port, RETENTION_DAYS))
+    try:
+        assert storescu(files, node.port, node.ae_title).returncode == 0
+        assert node.http_port is not None
+        port = node.http_port
+        instances = node.data_dir / "instances" / study_uid
+        wait_for(lambda: len(received) == 3, 90, "the three results delivered to the PACS")
+        delivered_at = time.monotonic()
+        wait_for(lambda: _http_status(port, f"/api/studies/{study_uid}") == 404, 30,
+                 "the delivered study to be purged")
+        purged_after = time.monotonic() - delivered_at
+    finally:
+        assert node.stop() == 0, node.log()[-3000:]
+    assert purged_after >= 1.0  # not before the retention time
+    assert not instances.exists()
+    assert not (node.data_dir / "results" / study_uid).exists()
+    for table in ("instances", "results", "exports", "studies"):
+        assert index_rows(node.data_dir, f"SELECT * FROM {table}") == [], table
+    assert f"purged study {study_uid}: {len(files)} instance(s), 3 result object(s)" in node.log()
+
+
+def test_undelivered_study_is_kept(tmp_path: Path) -> None:
+    study = make_study(field_of_view="pelvis", seed=42, patient_id="KEEP")
+    files = write_study(study, tmp_path / "scanner")
+    study_uid = str(study.pet[0].StudyInstanceUID)
+    nobody = free_port()  # a PACS that is down: the results stay pending
+    node = start_test_node(tmp_path / "node", sections=_sections(nobody, RETENTION_DAYS))
+    try:
+        assert storescu(files, node.port, node.ae_title).returncode == 0
+        assert node.http_port is not None
+        port = node.http_port
+        wait_for(lambda: http_json(port, f"/api/studies/{study_uid}")["state"] == "done", 90,
+                 "the study to be processed")
+        time.sleep(3.0)  # two retention times and several purge runs
+        info = http_json(port, f"/api/studies/{study_uid}")
+    finally:
+        assert node.stop() == 0
+    assert info["state"] == "done"
+    assert {e["state"] for e in info["exports"]} == {"pending"}
+    assert len(index_rows(node.data_dir, "SELECT * FROM instances")) == len(files)
