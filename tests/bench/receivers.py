@@ -96,17 +96,34 @@ port = {destination[1]}
     return text
 
 
-def start_hypoxnode(workdir: Path, code_dir: Path, config_toml: str, port: int) -> Running:
-    """``python -m service serve`` from ``code_dir``; waits until it answers C-ECHO."""
+def start_hypoxnode(
+    workdir: Path,
+    code_dir: Path,
+    config_toml: str,
+    port: int,
+    *,
+    variant: str = "",
+    env_overrides: dict[str, str] | None = None,
+) -> Running:
+    """``python -m service serve`` from ``code_dir``; waits until it answers C-ECHO.
+
+    ``variant`` (see :mod:`tests.bench.node_variant`) starts the node through that launcher
+    with the named levers patched in; ``env_overrides`` adds ``HYPOXNODE_*`` settings.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "hypoxnode.toml"
     config_path.write_text(config_toml)
     log_path = workdir / "node.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPOXNODE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYPOXNODE_", "HXBENCH_"))}
     env["PYTHONPATH"] = str(code_dir)
+    env.update(env_overrides or {})
+    launcher = ["-m", "service"]
+    if variant:
+        env["HXBENCH_VARIANT"] = variant
+        launcher = [str(Path(__file__).with_name("node_variant.py"))]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--config", str(config_path)],
+            [sys.executable, *launcher, "serve", "--config", str(config_path)],
             stdout=log_file, stderr=subprocess.STDOUT, cwd=code_dir, env=env,
         )
     running = Running("hypoxnode", "HYPOXNODE", port, workdir, process, log_path)

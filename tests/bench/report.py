@@ -78,6 +78,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"({', '.join(f'{k} {v:.0f} s' for k, v in meta.get('phase_s', {}).items())})",
         f"- machine: {meta['machine']['nproc']} cores ({meta['machine']['cpu']}), "
         f"{meta['machine']['mem_gb']:.0f} GB RAM, Linux {meta['machine']['kernel']}, loopback",
+        f"- load average (1/5/15 min) at start {meta.get('loadavg_1_5_15_start')}, at end "
+        f"{meta.get('loadavg_1_5_15_end')}: other work on the machine shows up here",
         f"- code: {meta['code']}",
         f"- peers: {meta['tools']}",
         "",

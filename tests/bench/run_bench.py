@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every part, write the JSON and Markdown reports, print the Markdown."""
     args = _parser().parse_args(argv)
     started = time.time()
+    load_start = os.getloadavg()
     quick = bool(args.quick)
     runs = args.runs or (3 if quick else 5)
     e2e_runs = args.e2e_runs or (1 if quick else 3)
@@ -236,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": time.time() - started,
         "phase_s": phases,
         "machine": _machine(),
+        "loadavg_1_5_15_start": [round(v, 2) for v in load_start],
+        "loadavg_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
         "code": code,
         "tools": _tools(),
     }
