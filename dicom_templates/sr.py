@@ -90,6 +90,7 @@ def build_sr(
     summary: Dataset | None = None,
     manufacturer: str = "hypoxnode",
     software_version: str | None = None,
+    previous_report: Dataset | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report of a quantification.
 
@@ -109,6 +110,10 @@ def build_sr(
         Manufacturer of the SR and of the observer device.
     software_version
         SoftwareVersions and algorithm version; the installed hypoxnode version by default.
+    previous_report
+        The earlier report of this study that this one supersedes (re-processing after new
+        instances arrived, or on request): listed in the Predecessor Documents Sequence and
+        named in a text item.
 
     Returns
     -------
@@ -137,6 +142,18 @@ def build_sr(
         referenced_images=[summary] if summary is not None else None,
     )
     evaluations = sr_groups.report_evaluations(result, result.warnings)
+    if previous_report is not None:
+        evaluations.ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.COMMENT,
+                value=(
+                    "This report supersedes the earlier report of this study"
+                    f" (SOPInstanceUID {previous_report.SOPInstanceUID}): the study was"
+                    " quantified again"
+                ),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     if len(evaluations.ContentSequence) > 0:  # an empty container is a dciodvfy error
         report[0].ContentSequence.append(evaluations)
     evidence = [*sources, seg]
@@ -154,6 +171,7 @@ def build_sr(
         is_final=True,
         series_description="hypoxnode measurement report",
         software_versions=version,
+        previous_versions=[previous_report] if previous_report is not None else None,
     )
     sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
     return sr

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_templates.seg import build_seg
@@ -55,12 +56,16 @@ class ResultObjects:
 
 
 def build_result_objects(
-    quantified: QuantifiedStudy, config: Config, generation: int
+    quantified: QuantifiedStudy,
+    config: Config,
+    generation: int,
+    previous_report: Dataset | None = None,
 ) -> ResultObjects:
     """Build the SEG, the summary and the SR (which references both) for one result.
 
     UIDs are derived from the study, the PET instances quantified and the generation, so the
-    same input processed again gives the same UIDs, and a re-processing gives new ones.
+    same input processed again gives the same UIDs, and a re-processing gives new ones. With
+    ``previous_report`` (the SR of the earlier generation) the new SR says it supersedes it.
     """
     result = quantified.result
     pet_datasets = quantified.pet.datasets
@@ -106,6 +111,7 @@ def build_result_objects(
         series_number=config.output.sr_series_number,
         instance_number=generation,
         summary=summary,
+        previous_report=previous_report,
     )
     return ResultObjects(seg=seg, sr=sr, summary=summary)
 
@@ -118,11 +124,17 @@ def encode(dataset: Dataset) -> bytes:
 
 
 def process_study(
-    config: Config, study_instance_uid: str, paths: list[str], generation: int
+    config: Config,
+    study_instance_uid: str,
+    paths: list[str],
+    generation: int,
+    previous_report_path: str | None = None,
 ) -> ProcessingOutcome:
     """Quantify one study and write its result objects (runs in a worker process).
 
     Never raises for a study that cannot be processed: the reason goes into the outcome.
+    ``previous_report_path`` is the SR of the study's previous generation, if any: the new SR
+    supersedes it.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -134,7 +146,8 @@ def process_study(
         quantified.result.warnings.extend(files.notes)
         timings["quantify_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        objects = build_result_objects(quantified, config, generation)
+        previous = dcmread(previous_report_path) if previous_report_path else None
+        objects = build_result_objects(quantified, config, generation, previous)
         timings["build_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         store = InstanceStore(config.data_dir)

@@ -315,3 +315,32 @@ def test_non_bw_suv_type_uses_its_concept(tmp_path: Path) -> None:
     found = _find(_figures(_report(read)), "Lesion 1", ("126406", "DCM"), MAXIMUM)
     assert found.unit == "g/ml{SUVlbm(James128)}"
     assert np.isclose(found.value, 4.5)
+
+
+def test_superseding_report_names_its_predecessor(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    result.warnings = []  # the only text then is the supersession note
+    pet, seg, first, _ = _objects(result)
+    second = build_sr(
+        result,
+        pet,
+        seg,
+        series_instance_uid=derive_uid("t", "sr"),
+        sop_instance_uid=derive_uid("t", "sr", "2"),
+        series_number=902,
+        instance_number=2,
+        previous_report=first,
+    )
+    path = _write(second, tmp_path / "sr2.dcm")
+    assert dciodvfy_errors(path) == []
+    read = hd.sr.srread(path)
+    predecessors = read.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessors.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
+    assert any(str(first.SOPInstanceUID) in text and "supersedes" in text
+               for text in _texts(read))
+    no_warning = build_sr(
+        result, pet, seg, series_instance_uid=derive_uid("t", "sr"),
+        sop_instance_uid=derive_uid("t", "sr", "3"), series_number=902,
+    )
+    assert dciodvfy_errors(_write(no_warning, tmp_path / "sr3.dcm")) == []
+    assert "PredecessorDocumentsSequence" not in no_warning
