@@ -33,6 +33,7 @@ from tests.bench.receivers import (
     start_hypoxnode,
     start_orthanc_receiver,
 )
+from tests.bench.report import slope
 from tests.peers import free_port, wait_for
 
 RESULT_KINDS = 3
@@ -321,22 +322,14 @@ def growth(
         remove_tree(directory)
     return {
         "points": [asdict(p) for p in points],
-        "slope_after_receive_mb_per_study": _slope([p.main_after_receive_mb for p in points]),
+        "slope_after_receive_mb_per_study": slope([p.main_after_receive_mb for p in points]),
         "slope_after_processing_mb_per_study":
-            _slope([p.main_after_processing_mb for p in points]),
-        "slope_receive_peak_mb_per_study": _slope([p.receive_peak_main_mb for p in points]),
+            slope([p.main_after_processing_mb for p in points]),
+        "slope_receive_peak_mb_per_study": slope([p.receive_peak_main_mb for p in points]),
+        "slope_tree_processing_peak_mb_per_study":
+            slope([p.tree_processing_peak_mb for p in points]),
         "errors": errors,
     }
-
-
-def _slope(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    xs = list(range(len(values)))
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(values)
-    num = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, values, strict=True))
-    den = sum((x - mean_x) ** 2 for x in xs)
-    return round(num / den, 2)
 
 
 def summarise(runs: list[E2ERun]) -> dict[str, object]:

@@ -37,16 +37,21 @@ CASES: dict[str, dict[str, Any]] = {
     "sqlite-normal": {"variant": "sqlite-normal"},
     "fast-tmp + sqlite-normal": {"variant": "fast-tmp,sqlite-normal"},
     "max_pdu_bytes = 0 (unlimited)": {"env": {"HYPOXNODE_NODE__MAX_PDU_BYTES": "0"}},
+    "poll-100us": {"variant": "poll-100us"},
+    "poll-100us + fast-tmp + sqlite-normal": {"variant": "poll-100us,fast-tmp,sqlite-normal"},
     "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
-    "orthanc (reference)": {"orthanc": True},
+    "pynetdicom bare SCP (reference)": {"receiver": "pynetdicom-bare"},
+    "orthanc (reference)": {"receiver": "orthanc"},
 }
+"""Case -> how the receiver is started: a node ``variant`` (``node_variant.py``), ``env``
+settings of the node, or another ``receiver``."""
 
 
 def _one(case: dict[str, Any], files: list[Path], workdir: Path, code_dir: Path,
          associations: int) -> float | None:
-    if case.get("orthanc"):
-        with _environment(TCP_NODELAY="1"):
-            running = start_receiver("orthanc", workdir, code_dir)
+    if case.get("receiver"):
+        with _environment(TCP_NODELAY="1"):  # read by Orthanc's DCMTK, ignored by pynetdicom
+            running = start_receiver(case["receiver"], workdir, code_dir)
     else:
         port = free_port()
         running = start_hypoxnode(

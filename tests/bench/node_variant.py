@@ -12,6 +12,10 @@ gain before anybody writes it. ``HXBENCH_VARIANT`` is a comma-separated list of:
 ``sqlite-normal``
     The index runs with ``PRAGMA synchronous=NORMAL`` (WAL): no fsync per committed row, as if
     the index were rebuilt from the fsynced files after a power loss.
+``poll-100us``
+    pynetdicom's two 1 ms poll loops per association (``Association._run_reactor`` sleeps
+    1 ms per turn, ``DULServiceProvider`` waits ``_run_loop_delay`` = 1 ms when idle) poll
+    every 0.1 ms instead: what a receive path woken by data, not by a timer, would gain.
 
 Run with the code under test first on ``PYTHONPATH``::
 
@@ -24,9 +28,10 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
-VARIANTS = ("no-fsync", "fast-tmp", "sqlite-normal")
+VARIANTS = ("no-fsync", "fast-tmp", "sqlite-normal", "poll-100us")
 
 
 def _fast_mkstemp(suffix: str | None = None, prefix: str | None = None,
@@ -49,6 +54,25 @@ def apply(variants: list[str]) -> None:
         os.fsync = lambda fd: None
     if "fast-tmp" in variants:
         tempfile.mkstemp = _fast_mkstemp  # type: ignore[assignment]
+    if "poll-100us" in variants:
+        import types
+
+        from pynetdicom import association, dul
+
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds / 10.0 if seconds <= 0.001 else seconds)
+
+        association.time = types.SimpleNamespace(  # type: ignore[assignment]
+            sleep=sleep, time=time.time, monotonic=time.monotonic,
+            perf_counter=time.perf_counter,
+        )
+        dul_init = dul.DULServiceProvider.__init__
+
+        def fast_dul(self: Any, *args: Any, **kwargs: Any) -> None:
+            dul_init(self, *args, **kwargs)
+            self._run_loop_delay = 0.0001
+
+        dul.DULServiceProvider.__init__ = fast_dul  # type: ignore[method-assign]
     if "sqlite-normal" in variants:
         from service import index
 

@@ -11,8 +11,10 @@ Run as a script with the code under test first on ``PYTHONPATH`` (the benchmark 
    code more than numpy/ITK code, so the *fractions* are indicative, the plain call's
    ``timings_s`` are the figures). The top functions go to ``OUT.txt``.
 
-Prints one JSON object on standard output. Imports only the code under test and the
-standard library, so it runs against a snapshot of ``service``/``quant``.
+``--plain-only`` skips step 2. ``HXBENCH_QUANT_VARIANT`` patches levers into ``quant`` first
+(see ``quant_variant.py``). Prints one JSON object on standard output. Imports only the code
+under test, numpy and the standard library, so it runs against a snapshot of ``service`` and
+``quant``.
 """
 
 from __future__ import annotations
@@ -57,13 +59,19 @@ def _cumulative(stats: pstats.Stats, file_end: str, function: str) -> float | No
 
 def main(argv: list[str]) -> int:
     """Profile the study in ``argv[0]``; write the top functions to ``argv[1]``."""
+    plain_only = "--plain-only" in argv
+    argv = [a for a in argv if a != "--plain-only"]
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     study_dir, out_txt = Path(argv[0]), Path(argv[1])
+    from quant_variant import apply_from_environment  # beside this script
+
     from service.config import load_config
     from service.processing import process_study
     from service.study_files import find_files
+
+    variants = apply_from_environment()
 
     paths = [str(p) for p in find_files(study_dir)]
     with tempfile.TemporaryDirectory(prefix="hxprof-") as tmp:
@@ -72,6 +80,16 @@ def main(argv: list[str]) -> int:
         plain = process_study(config, "1.2.3", paths, 1)
         plain_wall = time.perf_counter() - t0
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+        if plain_only:
+            print(json.dumps({
+                "instances": len(paths), "variants": variants, "ok": plain.ok,
+                "error": plain.error,
+                "plain_timings_s": {k: round(v, 3) for k, v in plain.timings_s.items()},
+                "plain_wall_s": round(plain_wall, 3), "peak_rss_mb": round(peak_rss_mb, 1),
+                "lesions": len((plain.result or {}).get("lesions", [])),
+                "result": plain.result,
+            }))
+            return 0
         profiler = cProfile.Profile()
         t0 = time.perf_counter()
         profiler.enable()
@@ -91,6 +109,7 @@ def main(argv: list[str]) -> int:
     }
     print(json.dumps({
         "instances": len(paths),
+        "variants": variants,
         "ok": plain.ok and profiled.ok,
         "error": plain.error or profiled.error,
         "plain_timings_s": {k: round(v, 3) for k, v in plain.timings_s.items()},

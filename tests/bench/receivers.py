@@ -24,6 +24,7 @@ from pathlib import Path
 from tests.peers import echoscu, free_port, require_tool, start_orthanc, stop_process, wait_for
 
 RECEIVERS = ("hypoxnode", "storescp", "orthanc")
+"""The receivers of ``make bench``; ``pynetdicom-bare`` (see ``bare_scp.py``) is a reference."""
 SENDER_AE = "BENCHSCU"
 
 
@@ -147,6 +148,22 @@ def start_storescp(workdir: Path, port: int) -> Running:
     return running
 
 
+def start_bare_scp(workdir: Path, port: int) -> Running:
+    """The bare pynetdicom SCP of ``bare_scp.py`` writing to ``workdir/out`` (no fsync)."""
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "bare.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_scp.py")), str(port), str(out),
+             "BARESCP"],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+    running = Running("pynetdicom-bare", "BARESCP", port, workdir, process, log_path)
+    _await_echo(running, 30)
+    return running
+
+
 def start_orthanc_receiver(workdir: Path, port: int) -> Running:
     """Orthanc with a private configuration (see :func:`tests.peers.start_orthanc`)."""
     orthanc = start_orthanc(workdir, "ORTHANC", dicom_port=port)
@@ -166,6 +183,8 @@ def start_receiver(kind: str, workdir: Path, code_dir: Path) -> Running:
         return start_storescp(workdir, port)
     if kind == "orthanc":
         return start_orthanc_receiver(workdir, port)
+    if kind == "pynetdicom-bare":
+        return start_bare_scp(workdir, port)
     raise ValueError(f"kind must be one of {RECEIVERS}, not {kind!r}")
 
 
@@ -174,7 +193,7 @@ def stored_count(running: Running) -> int:
     if running.kind == "hypoxnode":
         root = running.workdir / "data" / "instances"
         return sum(1 for _ in root.rglob("*.dcm")) if root.is_dir() else 0
-    if running.kind == "storescp":
+    if running.kind in ("storescp", "pynetdicom-bare"):
         return sum(1 for p in (running.workdir / "out").iterdir() if p.is_file())
     orthanc = running.extra["orthanc"]
     stats = orthanc.get("/statistics")  # type: ignore[attr-defined]

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench",
                         help="studies (cached) and scratch space")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
+    parser.add_argument("--report-only", type=Path, metavar="JSON",
+                        help="re-render the Markdown of an earlier run's JSON and exit")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["ingest", "probe", "e2e", "growth", "profile"],
                         help="leave a part out (repeatable; for development)")
@@ -140,6 +142,13 @@ def _profile_processing(code_dir: Path, study_dir: Path, out_txt: Path) -> dict[
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every part, write the JSON and Markdown reports, print the Markdown."""
     args = _parser().parse_args(argv)
+    if args.report_only:
+        earlier = json.loads(args.report_only.read_text())
+        earlier["targets"] = targets(earlier)
+        text = markdown(earlier)
+        args.report_only.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     started = time.time()
     load_start = os.getloadavg()
     quick = bool(args.quick)
