@@ -224,20 +224,20 @@ class Node:
         paths = [record.path for record in self.index.study_instances(study_uid)]
         log.info("processing study %s (%d instances, generation %d)",
                  study_uid, len(paths), generation)
-        superseded = [uid for kind, uid, _ in self.index.previous_results(study_uid, generation)
-                      if kind == "SR"]
-        if superseded:
+        previous_sr = [(uid, path) for kind, uid, path
+                       in self.index.previous_results(study_uid, generation) if kind == "SR"]
+        previous_report_path = (
+            previous_sr[0][1] if previous_sr and Path(previous_sr[0][1]).is_file() else None
+        )
+        if previous_sr:
             log.info("study %s generation %d will supersede SR %s",
-                     study_uid, generation, ", ".join(superseded))
+                     study_uid, generation, previous_sr[0][0])
+        arguments = (self.config, study_uid, paths, generation, previous_report_path)
         try:
-            future = self._executor.submit(
-                process_study, self.config, study_uid, paths, generation
-            )
+            future = self._executor.submit(process_study, *arguments)
         except BrokenProcessPool:  # a worker died since the last collection: fresh pool
             self._replace_executor(self._executor)
-            future = self._executor.submit(
-                process_study, self.config, study_uid, paths, generation
-            )
+            future = self._executor.submit(process_study, *arguments)
         with self._lock:
             self._in_flight[study_uid] = future
         future.add_done_callback(lambda _f: self._collect_finished())

@@ -228,4 +228,11 @@ def test_late_series_reprocesses_and_supersedes(tmp_path: Path) -> None:
     new_sr = pydicom.dcmread(next(r["path"] for r in info["results"]
                                   if r["generation"] == 2 and r["kind"] == "SR"))
     assert int(new_sr.InstanceNumber) == 2
+    predecessors = [
+        instance.ReferencedSOPInstanceUID
+        for study_item in new_sr.PredecessorDocumentsSequence
+        for series_item in study_item.ReferencedSeriesSequence
+        for instance in series_item.ReferencedSOPSequence
+    ]
+    assert predecessors == [by_generation[1]["SR"]]
     assert f"generation 2 will supersede SR {by_generation[1]['SR']}" in node.log()
