@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ DEPLOY = REPO / "deploy"
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze missing: `make test` installs systemd"
-    executable = shutil.which("hypoxnode") or str(REPO / ".venv" / "bin" / "hypoxnode")
-    assert Path(executable).exists()
+    executable = str(Path(sys.executable).parent / "hypoxnode")  # this environment's install
+    assert Path(executable).exists(), executable
     # The unit as shipped, with ExecStart pointing at this checkout's install of hypoxnode
     # instead of /opt/hypoxnode (systemd-analyze checks that the binary exists).
     unit = (DEPLOY / "hypoxnode.service").read_text()
