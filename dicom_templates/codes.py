@@ -38,6 +38,64 @@ NO_LESION_FOUND = _private("NOLESION", "No lesion found")
 FAZA_F18 = _private("FAZA", "Fluoroazomycin arabinoside F^18^")
 HX4_F18 = _private("HX4", "Flortanidazole F^18^")
 
+# Comparison with a prior scan (issue 9): no standard concept names a figure's prior value,
+# change or repeatability decision, so each is a private code named after the figure.
+PAIR_KIND = _private("PAIRKIND", "Kind of scan pair")
+PAIR_KINDS: dict[str, Code] = {
+    "early_delayed": _private("EARLYDELAYED", "Early and delayed scans of one injection"),
+    "test_retest": _private("TESTRETEST", "Test-retest pair"),
+    "follow_up": _private("FOLLOWUP", "Follow-up pair"),
+}
+PRIOR_SCAN_DATETIME = _private("PRIORSCAN", "Prior scan start")
+SCAN_INTERVAL = _private("SCANINTVL", "Interval since prior scan")
+CENTROID_DISTANCE = _private("CENTDIST", "Lesion centroid distance to prior lesion")
+HYPOXIC_DICE = _private("HYPDICE", "Dice coefficient of hypoxic sub-volumes, prior and current")
+STUDY_INSTANCE_UID = codes.DCM.StudyInstanceUID  # 110180
+YES = codes.SCT.Yes  # 373066001
+NO = codes.SCT.No  # 373067005
+
+COMPARED_FIGURES: dict[str, tuple[str, str]] = {
+    "suv_max": ("SUVMAX", "SUVmax"),
+    "suv_peak": ("SUVPEAK", "SUVpeak"),
+    "suv_mean": ("SUVMEAN", "SUVmean"),
+    "muscle_suv_mean": ("MUSCLE", "Muscle SUVmean"),
+    "tm_max": ("TMMAX", "T/M max"),
+    "hypoxic_volume_ml": ("HYPVOL", "Hypoxic volume"),
+    "hypoxic_fraction": ("HYPFRAC", "Hypoxic fraction"),
+}
+"""Figure -> (code value stem, label) of the comparison codes."""
+
+
+@dataclass(frozen=True)
+class ComparisonCodes:
+    """The concept names of one figure's comparison items."""
+
+    prior: Code
+    change: Code
+    relative_change: Code
+    relative_rc: Code
+    exceeds_rc: Code
+
+
+def comparison_codes(figure: str) -> ComparisonCodes:
+    """Private concept names for the prior value, change and RC decision of ``figure``.
+
+    Raises
+    ------
+    ValueError
+        If ``figure`` is not a key of :data:`COMPARED_FIGURES`.
+    """
+    if figure not in COMPARED_FIGURES:
+        raise ValueError(f"figure: unknown {figure!r}; known: {sorted(COMPARED_FIGURES)}")
+    stem, label = COMPARED_FIGURES[figure]
+    return ComparisonCodes(
+        prior=_private(f"{stem}-PRIOR", f"{label} in prior study"),
+        change=_private(f"{stem}-CHG", f"{label} change from prior study"),
+        relative_change=_private(f"{stem}-RELCHG", f"{label} relative change from prior study"),
+        relative_rc=_private(f"{stem}-RC", f"{label} relative repeatability coefficient in use"),
+        exceeds_rc=_private(f"{stem}-EXCRC", f"{label} change exceeds repeatability coefficient"),
+    )
+
 
 def coding_scheme_identification() -> Dataset:
     """Item of CodingSchemeIdentificationSequence (0008,0110) declaring the private scheme.
@@ -86,6 +144,9 @@ PROCEDURE_PET = codes.LN.PETUnspecifiedBodyRegion  # 44136-0 (CID 100)
 UNIT_ML = Code("ml", "UCUM", "milliliter")
 UNIT_RATIO = Code("{ratio}", "UCUM", "ratio")
 UNIT_SECOND = Code("s", "UCUM", "second")
+UNIT_DAY = Code("d", "UCUM", "day")
+UNIT_MM = Code("mm", "UCUM", "millimeter")
+UNIT_PERCENT = Code("%", "UCUM", "percent")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ Document tree (groups in this order inside "Imaging Measurements"):
    Mean, Peak Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation);
 3. per lesion and threshold: hypoxic Volume, hypoxic fraction (private code) and the threshold
    (DCM 122411), TID 1411 on the hypoxic segment, or TID 1501 if the sub-volume is empty;
-4. acquisition and method (TID 1501): tracer, nuclide, uptake time, SUV type, method.
+4. acquisition and method (TID 1501): tracer, nuclide, uptake time, SUV type, method;
+5. with a prior scan of the subject, the comparison groups of
+   :mod:`dicom_templates.sr_comparison` (pair kind, prior values, changes, RC decisions).
 
 After it, a "Qualitative Evaluations" container holds the "No lesion found" finding and each
 warning as TEXT. The summary Secondary Capture, when given, is the report's Image Library.
@@ -21,9 +23,10 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from dicom_templates import codes, sr_groups
+from dicom_templates import codes, sr_comparison, sr_groups
 from dicom_templates.seg import ordered_lesions, segment_numbers, sort_like_result
 from dicom_templates.uids import derive_uid
+from quant.comparison import PairComparison
 from quant.results import StudyResult
 
 
@@ -43,7 +46,11 @@ def _observation_context(manufacturer: str, version: str) -> hd.sr.ObservationCo
 
 
 def _groups(
-    result: StudyResult, seg: Dataset, sop_instance_uid: str, version: str
+    result: StudyResult,
+    seg: Dataset,
+    sop_instance_uid: str,
+    version: str,
+    comparison: PairComparison | None = None,
 ) -> list[sr_groups.Group]:
     numbers = segment_numbers(result)
     pet_series = result.pet_series_instance_uid
@@ -75,6 +82,10 @@ def _groups(
                 sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version, tracking_uid)
             )
     groups.append(sr_groups.context_group(result, derive_uid(sop_instance_uid, "context"), version))
+    if comparison is not None:
+        groups += sr_comparison.comparison_groups(
+            comparison, result.suv_type, sop_instance_uid, version
+        )
     return groups
 
 
@@ -91,6 +102,7 @@ def build_sr(
     manufacturer: str = "hypoxnode",
     software_version: str | None = None,
     previous_report: Dataset | None = None,
+    comparison: PairComparison | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 Measurement Report of a quantification.
 
@@ -114,6 +126,9 @@ def build_sr(
         The earlier report of this study that this one supersedes (re-processing after new
         instances arrived, or on request): listed in the Predecessor Documents Sequence and
         named in a text item.
+    comparison
+        The comparison with the subject's prior scan (:func:`quant.comparison.compare`):
+        reported in its own measurement groups.
 
     Returns
     -------
@@ -138,7 +153,7 @@ def build_sr(
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(manufacturer, version),
         procedure_reported=codes.PROCEDURE_PET,
-        imaging_measurements=_groups(result, seg, sop_instance_uid, version),
+        imaging_measurements=_groups(result, seg, sop_instance_uid, version, comparison),
         referenced_images=[summary] if summary is not None else None,
     )
     evaluations = sr_groups.report_evaluations(result, result.warnings)

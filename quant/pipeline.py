@@ -40,6 +40,29 @@ class QuantifiedStudy:
     ct_on_pet: sitk.Image | None
 
 
+def centroid_mm(mask: np.ndarray, grid: sitk.Image) -> tuple[float, float, float] | None:
+    """Centre of mass of a ``[slice, row, col]`` mask in patient coordinates (LPS, mm).
+
+    Parameters
+    ----------
+    mask
+        Boolean mask on the grid of ``grid``.
+    grid
+        The image whose origin, spacing and direction place the mask.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(x, y, z)``; None for an empty mask.
+    """
+    indices = np.argwhere(mask)
+    if indices.size == 0:
+        return None
+    k, j, i = (float(v) for v in indices.mean(axis=0))
+    point = grid.TransformContinuousIndexToPhysicalPoint((i, j, k))
+    return (float(point[0]), float(point[1]), float(point[2]))
+
+
 def quantify(
     pet: Sequence[Dataset],
     ct: Sequence[Dataset],
@@ -117,6 +140,7 @@ def quantify(
     for number, lesion in enumerate(lesions, start=1):
         if not lesion.label:
             lesion.label = f"Lesion {number}"
+        lesion.centroid_mm = centroid_mm(lesion.mask, volume.suv)
 
     result = StudyResult(
         study_instance_uid=volume.study_instance_uid,
@@ -130,5 +154,8 @@ def quantify(
         voxel_volume_ml=voxel_ml,
         method=method_record(settings, resolved, tracer, source, pattern, muscle.location),
         warnings=list(volume.facts.warnings),
+        patient_id=str(pet[0].get("PatientID", "") or ""),
+        issuer_of_patient_id=str(pet[0].get("IssuerOfPatientID", "") or ""),
+        frame_of_reference_uid=volume.frame_of_reference_uid,
     )
     return QuantifiedStudy(result=result, pet=volume, ct_on_pet=ct_on_pet)

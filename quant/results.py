@@ -76,6 +76,9 @@ class LesionResult:
     label: str = ""
     max_index: tuple[int, int, int] = (0, 0, 0)
     """Voxel index (slice, row, column) of SUVmax."""
+    centroid_mm: tuple[float, float, float] | None = None
+    """Centre of mass of ``mask`` in patient coordinates (DICOM LPS, mm); what lesion matching
+    across scans compares."""
 
     def to_json(self) -> dict[str, Any]:
         """The lesion entry of the ``quantify --json`` output."""
@@ -92,6 +95,7 @@ class LesionResult:
                 {"threshold": h.threshold, "volume_ml": h.volume_ml, "fraction": h.fraction}
                 for h in self.hypoxic
             ],
+            "centroid_mm": list(self.centroid_mm) if self.centroid_mm is not None else None,
         }
 
 
@@ -132,9 +136,30 @@ class StudyResult:
     method: dict[str, Any] = field(default_factory=dict)
     """How the regions were found (names and parameters), for provenance."""
     warnings: list[str] = field(default_factory=list)
+    patient_id: str = ""
+    """PatientID (0010,0020) of the PET series."""
+    issuer_of_patient_id: str = ""
+    """IssuerOfPatientID (0010,0021); empty when the header has none."""
+    frame_of_reference_uid: str = ""
+    """FrameOfReferenceUID of the PET series (lesion centroids are in this frame)."""
+
+    @property
+    def scan_datetime(self) -> datetime | None:
+        """Scan start (the SUV decay reference), from :attr:`suv`."""
+        return self.suv.scan_reference_time
+
+    @property
+    def injection_datetime(self) -> datetime | None:
+        """Injection (radiopharmaceutical start), from :attr:`suv`."""
+        return self.suv.injection_time
 
     def to_json(self) -> dict[str, Any]:
-        """The documented ``hypoxnode quantify --json`` shape (lesions by SUVmax, highest first)."""
+        """The documented ``hypoxnode quantify --json`` shape (lesions by SUVmax, highest first).
+
+        Identity keys added for pairing (``patient_id``, ``issuer_of_patient_id``,
+        ``frame_of_reference_uid``, ``scan_datetime``, ``injection_datetime``; ISO 8601 or
+        None) come after the documented ones.
+        """
         lesions = sorted(self.lesions, key=lambda les: les.suv_max, reverse=True)
         return {
             "study_instance_uid": self.study_instance_uid,
@@ -146,4 +171,13 @@ class StudyResult:
             "warnings": list(self.warnings),
             "suv": self.suv.to_json(),
             "method": self.method,
+            "patient_id": self.patient_id,
+            "issuer_of_patient_id": self.issuer_of_patient_id,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+            "scan_datetime": _iso(self.scan_datetime),
+            "injection_datetime": _iso(self.injection_datetime),
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

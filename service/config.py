@@ -27,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from service.config_follow_up import FollowUpConfig
 from service.config_quant import QuantConfig
 
 ENV_PREFIX = "HYPOXNODE_"
@@ -52,6 +53,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Destination",
+    "FollowUpConfig",
     "QuantConfig",
     "RetentionConfig",
     "TlsConfig",
@@ -251,6 +253,7 @@ class Config(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    follow_up: FollowUpConfig = Field(default_factory=FollowUpConfig)
     destinations: list[Destination] = Field(default_factory=list)
 
     @classmethod

@@ -24,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from service.index_facts import FACTS_SCHEMA, StudyFactsMixin
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -133,7 +135,7 @@ class ExportRecord:
     created_at: float
 
 
-class Index:
+class Index(StudyFactsMixin):
     """The node's SQLite index.
 
     Parameters
@@ -152,7 +154,7 @@ class Index:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         with self._lock:
-            self._db.executescript(_SCHEMA)  # executescript commits on its own
+            self._db.executescript(_SCHEMA + FACTS_SCHEMA)  # executescript commits on its own
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

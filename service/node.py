@@ -25,6 +25,7 @@ from service.http_api import HttpServer
 from service.index import Index, InstanceRecord, StudyState
 from service.listener import start_listener
 from service.metrics import Metrics
+from service.prior_lookup import follow_up_input
 from service.processing import ProcessingOutcome, process_study
 from service.retention import purge_delivered
 from service.sender import Sender
@@ -232,7 +233,15 @@ class Node:
         if previous_sr:
             log.info("study %s generation %d will supersede SR %s",
                      study_uid, generation, previous_sr[0][0])
-        arguments = (self.config, study_uid, paths, generation, previous_report_path)
+        try:
+            follow_up = follow_up_input(self.index, study_uid, self.config.follow_up)
+        except Exception:  # pairing is an extra: a fault in it must not stop the study
+            log.exception("study %s: looking up earlier studies failed", study_uid)
+            follow_up = None
+        if follow_up is not None:
+            log.info("study %s: %d earlier study(ies) of the subject known",
+                     study_uid, len(follow_up.candidates))
+        arguments = (self.config, study_uid, paths, generation, previous_report_path, follow_up)
         try:
             future = self._executor.submit(process_study, *arguments)
         except BrokenProcessPool:  # a worker died since the last collection: fresh pool
@@ -302,6 +311,8 @@ class Node:
                 study_uid, StudyState.DONE, expected=StudyState.PROCESSING, result=outcome.result,
                 processed_count=len(self.index.study_instances(study_uid)),
             )
+            if outcome.result is not None:
+                self.index.record_study_facts(outcome.result)
             log.info(
                 "study %s done: %d lesion(s), %d result object(s) queued for %d destination(s)"
                 " (%s)",

@@ -24,9 +24,11 @@ from dicom_templates.seg import build_seg
 from dicom_templates.sr import build_sr
 from dicom_templates.summary import build_summary
 from dicom_templates.uids import derive_uid
+from quant.comparison import PairComparison
 from quant.errors import QuantificationError
 from quant.pipeline import QuantifiedStudy, quantify
 from service.config import Config
+from service.follow_up import FollowUpInput, compare_with_prior
 from service.store import InstanceStore
 from service.study_files import read_study
 
@@ -60,12 +62,14 @@ def build_result_objects(
     config: Config,
     generation: int,
     previous_report: Dataset | None = None,
+    comparison: PairComparison | None = None,
 ) -> ResultObjects:
     """Build the SEG, the summary and the SR (which references both) for one result.
 
     UIDs are derived from the study, the PET instances quantified and the generation, so the
     same input processed again gives the same UIDs, and a re-processing gives new ones. With
-    ``previous_report`` (the SR of the earlier generation) the new SR says it supersedes it.
+    ``previous_report`` (the SR of the earlier generation) the new SR says it supersedes it;
+    with ``comparison`` the SR reports the changes since the subject's prior study.
     """
     result = quantified.result
     pet_datasets = quantified.pet.datasets
@@ -112,6 +116,7 @@ def build_result_objects(
         instance_number=generation,
         summary=summary,
         previous_report=previous_report,
+        comparison=comparison,
     )
     return ResultObjects(seg=seg, sr=sr, summary=summary)
 
@@ -123,18 +128,34 @@ def encode(dataset: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _compare(
+    quantified: QuantifiedStudy, follow_up: FollowUpInput, config: Config
+) -> PairComparison | None:
+    """The comparison with the prior; a fault in it becomes a warning, never a failed study."""
+    try:
+        return compare_with_prior(quantified, follow_up, config.follow_up)
+    except Exception as exc:
+        log.exception("comparison with the prior study failed")
+        quantified.result.warnings.append(
+            f"not compared with the prior study ({type(exc).__name__}: {exc})"
+        )
+        return None
+
+
 def process_study(
     config: Config,
     study_instance_uid: str,
     paths: list[str],
     generation: int,
     previous_report_path: str | None = None,
+    follow_up: FollowUpInput | None = None,
 ) -> ProcessingOutcome:
     """Quantify one study and write its result objects (runs in a worker process).
 
     Never raises for a study that cannot be processed: the reason goes into the outcome.
     ``previous_report_path`` is the SR of the study's previous generation, if any: the new SR
-    supersedes it.
+    supersedes it. ``follow_up``: the subject's earlier studies and the repeatability
+    coefficients in use; the study is compared with the most recent earlier one.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -146,8 +167,12 @@ def process_study(
         quantified.result.warnings.extend(files.notes)
         timings["quantify_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
+        comparison = _compare(quantified, follow_up, config) if follow_up else None
+        if comparison is not None:
+            timings["compare_s"] = time.perf_counter() - mark
+            mark = time.perf_counter()
         previous = dcmread(previous_report_path) if previous_report_path else None
-        objects = build_result_objects(quantified, config, generation, previous)
+        objects = build_result_objects(quantified, config, generation, previous, comparison)
         timings["build_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         store = InstanceStore(config.data_dir)
@@ -167,10 +192,13 @@ def process_study(
             error=f"internal error while processing ({type(exc).__name__}: {exc})",
             timings_s=timings,
         )
+    result = quantified.result.to_json()
+    if comparison is not None:
+        result["comparison"] = comparison.to_json()
     return ProcessingOutcome(
         study_instance_uid,
         ok=True,
-        result=quantified.result.to_json(),
+        result=result,
         outputs=outputs,
         timings_s=timings,
     )

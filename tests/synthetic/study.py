@@ -178,6 +178,8 @@ def make_study(
     patient_sex: str = "F",
     frame_duration_s: float = 600.0,
     hypoxic_thresholds: Sequence[float] = (1.5, 2.0),
+    tumour_uptake_factor: float = 1.0,
+    frame_of_reference_uid: str | None = None,
 ) -> SyntheticStudy:
     """Build a synthetic PET/CT study with known truth.
 
@@ -206,6 +208,12 @@ def make_study(
         RadionuclideTotalDose; default the tracer's activity per kg x weight.
     hypoxic_thresholds
         Tumour-to-muscle ratios for which the truth holds hypoxic sub-volumes.
+    tumour_uptake_factor
+        Multiplies the tracer's tumour uptake (rim and core): a follow-up scan with a hotter
+        or cooler tumour.
+    frame_of_reference_uid
+        Shared by PET and CT; derived from the seed when None (pass one value to two studies
+        to put them in one frame of reference).
 
     Returns
     -------
@@ -219,6 +227,8 @@ def make_study(
         raise ValueError(f"tracer must be one of {sorted(TRACERS)}")
     if noise_sd < 0 or blur_fwhm_mm < 0:
         raise ValueError("noise_sd and blur_fwhm_mm must be >= 0")
+    if tumour_uptake_factor <= 0:
+        raise ValueError("tumour_uptake_factor must be > 0")
     spec = TRACERS[tracer]
     z0, z1 = FIELDS_OF_VIEW[field_of_view]
     pet_grid = _grid(z0, z1, PET_MATRIX, PET_PIXEL_MM, PET_SLICE_MM)
@@ -227,6 +237,7 @@ def make_study(
 
     labels = label_volume(shapes, *pet_grid.centres())
     lut = np.array([spec.uptake.get(t, 0.0) for t in Tissue], dtype=np.float64)
+    lut[[Tissue.TUMOUR_RIM, Tissue.TUMOUR_CORE]] *= tumour_uptake_factor
     ideal = lut[labels]
     activity = _blur(ideal, pet_grid.spacing, blur_fwhm_mm) if blur_fwhm_mm > 0 else ideal
     rng = np.random.default_rng(seed)
@@ -253,7 +264,9 @@ def make_study(
         patient_weight_kg=patient_weight_kg,
         patient_size_m=patient_size_m,
         study_instance_uid=study_instance_uid or derived_uid(uid_seed, "study"),
-        frame_of_reference_uid=derived_uid(uid_seed, "frame-of-reference"),
+        frame_of_reference_uid=(
+            frame_of_reference_uid or derived_uid(uid_seed, "frame-of-reference")
+        ),
         injection=injection,
         scan_start=scan_start,
         uid_seed=uid_seed + "|" + (study_instance_uid or ""),
