@@ -20,7 +20,7 @@ from quant.pairing import Pair, cohort_pairs
 from quant.repeatability import Repeatability, repeatability
 from service.config_follow_up import FollowUpConfig
 from service.index_facts import FactsRow
-from service.repeatability_inputs import figures_from_quantify_json
+from service.repeatability_inputs import Cohort, Scan, figures_from_quantify_json
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,17 @@ def cohort_statistics(
 
 
 def statistics_json(stats: list[tuple[str, Repeatability]]) -> list[dict[str, Any]]:
-    """Rows for ``/api/repeatability``: tracer plus :meth:`Repeatability.to_row`."""
-    return [{"tracer": tracer, **r.to_row()} for tracer, r in stats]
+    """Rows for ``/api/repeatability``: tracer plus :meth:`Repeatability.to_row`.
+
+    Values that are not finite (an ICC of identical replicates) become None (JSON null).
+    """
+    def finite(value: object) -> object:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return [
+        {"tracer": tracer, **{k: finite(v) for k, v in r.to_row().items()}}
+        for tracer, r in stats
+    ]
 
 
 def rc_in_use(rows: list[FactsRow], tracer: str, settings: FollowUpConfig) -> dict[str, RcInUse]:
@@ -114,3 +123,35 @@ def rc_in_use(rows: list[FactsRow], tracer: str, settings: FollowUpConfig) -> di
             f" to {log.relative_rc_ci.high:.1%})",
         )
     return chosen
+
+
+def index_scan_cohort(rows: list[FactsRow], test_retest_days: float, tracer: str) -> Cohort:
+    """The test-retest pairs of ``tracer`` as a :class:`Cohort` (two scans per subject).
+
+    For ``hypoxnode repeatability --index``: the same pairs the status page and the RC in use
+    are computed from.
+    """
+    documents = {
+        (r.facts.study_instance_uid, r.facts.pet_series_instance_uid): r.result for r in rows
+    }
+    pairs = [
+        p for p in cohort_pairs([r.facts for r in rows], test_retest_days=test_retest_days)
+        if p.current.tracer == tracer
+    ]
+    scans = []
+    for pair in pairs:
+        patient, issuer, _ = pair.current.subject
+        subject = f"{patient} ({issuer})" if issuer else patient
+        for order, facts in enumerate((pair.prior, pair.current), start=1):
+            document = documents[(facts.study_instance_uid, facts.pet_series_instance_uid)]
+            scans.append(
+                Scan(subject, (order,), figures_from_quantify_json(document),
+                     f"index: study {facts.study_instance_uid}")
+            )
+    return Cohort(scans, list(ALL_FIGURES))
+
+
+def index_tracers(rows: list[FactsRow], test_retest_days: float) -> list[str]:
+    """Tracers with at least one test-retest pair in ``rows``."""
+    pairs = cohort_pairs([r.facts for r in rows], test_retest_days=test_retest_days)
+    return sorted({p.current.tracer for p in pairs})

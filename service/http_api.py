@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydicom import dcmread
 
 from service import pages
+from service.cohort import cohort_statistics, statistics_json
 from service.store import is_valid_uid
 
 if TYPE_CHECKING:
@@ -69,6 +70,17 @@ def create_app(node: Node) -> FastAPI:
     def status() -> dict[str, Any]:
         return node.status()
 
+    def cohort() -> list[Any]:
+        return cohort_statistics(node.index.all_facts(), node.config.follow_up.test_retest_days)
+
+    @app.get("/api/repeatability")
+    def repeatability() -> dict[str, Any]:
+        """Test-retest statistics per tracer and figure over the index's pairs."""
+        return {
+            "test_retest_days": node.config.follow_up.test_retest_days,
+            "statistics": statistics_json(cohort()),
+        }
+
     @app.get("/api/studies")
     def studies(limit: int = 200) -> list[dict[str, Any]]:
         return node.index.studies(limit=limit)
@@ -110,7 +122,7 @@ def create_app(node: Node) -> FastAPI:
         for row in studies:
             detail = node.index.study(row["study_instance_uid"])
             row["result"] = detail["result"] if detail else None
-        return pages.study_list(studies, node.status())
+        return pages.study_list(studies, node.status(), cohort())
 
     @app.get("/studies/{study_uid}", response_class=HTMLResponse)
     def study_page(study_uid: str) -> str:

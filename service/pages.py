@@ -7,6 +7,10 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from quant.pairing import PAIR_KIND_TEXT, PairKind
+from quant.repeatability import Repeatability
+from service.repeatability_command import FIGURE_LABELS
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#fafbfc}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
@@ -52,8 +56,12 @@ def _state(state: str) -> str:
     return f"<span class='state {_e(state)}'>{_e(state)}</span>"
 
 
-def study_list(studies: list[dict[str, Any]], status: dict[str, Any]) -> str:
-    """The home page: node status and the most recent studies."""
+def study_list(
+    studies: list[dict[str, Any]],
+    status: dict[str, Any],
+    cohort: list[tuple[str, Repeatability]] | None = None,
+) -> str:
+    """The home page: node status, the most recent studies and the site's repeatability."""
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["studies"].items())) or "none yet"
     exports = ", ".join(f"{k}: {v}" for k, v in sorted(status["exports"].items())) or "none yet"
     head = (
@@ -75,7 +83,37 @@ def study_list(studies: list[dict[str, Any]], status: dict[str, Any]) -> str:
         "<th>last received</th><th>figures / reason</th></tr>" + "".join(rows) + "</table>"
         if rows else "<p>No study received yet.</p>"
     )
-    return _page("hypoxnode", head + table)
+    return _page("hypoxnode", head + table + _cohort_table(cohort or []))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _cohort_table(cohort: list[tuple[str, Repeatability]]) -> str:
+    """Test-retest statistics per tracer and figure (nothing when there are no pairs)."""
+    if not cohort:
+        return ""
+    rows = []
+    for tracer, r in cohort:
+        log = r.log
+        wcv = (f"{_pct(log.wcv)} [{_pct(log.wcv_ci.low)}, {_pct(log.wcv_ci.high)}]"
+               if log else "-")
+        rc = _pct(log.relative_rc) if log else f"{r.rc:.3g}"
+        icc = "-" if r.icc != r.icc else f"{r.icc:.2f} [{r.icc_ci.low:.2f}, {r.icc_ci.high:.2f}]"
+        rows.append(
+            f"<tr><td>{_e(tracer)}</td><td>{_e(FIGURE_LABELS.get(r.figure, r.figure))}</td>"
+            f"<td class=num>{r.n_subjects}</td><td class=num>{_e(wcv)}</td>"
+            f"<td class=num>{_e(rc)}</td><td class=num>{_e(icc)}</td></tr>"
+        )
+    return (
+        "<h2>Repeatability from this site's test-retest pairs</h2>"
+        "<table id=repeatability><tr><th>tracer</th><th>figure</th><th>pairs</th>"
+        "<th>wCV [95% CI]</th><th>RC (relative)</th><th>ICC [95% CI]</th></tr>"
+        + "".join(rows) + "</table><p class=muted>wCV and relative RC from log values "
+        "(RC = 2.77 wSD); figures with zeros show the RC in their units. "
+        "<a href='/api/repeatability'>JSON</a></p>"
+    )
 
 
 def _headline(result: dict[str, Any] | None) -> str:
@@ -160,7 +198,40 @@ def _figures(result: dict[str, Any]) -> str:
             for les in lesions
         )
         rows.append(f"<h2>Figures</h2><table id=figures>{header}{body}</table>")
+    if result.get("comparison"):
+        rows.append(_comparison(result["comparison"]))
     if result.get("warnings"):
         rows.append("<h2>Warnings</h2><ul>" + "".join(
             f"<li>{_e(w)}</li>" for w in result["warnings"]) + "</ul>")
     return "".join(rows)
+
+
+def _comparison(comparison: dict[str, Any]) -> str:
+    """The comparison with the prior study: kind, prior, and per matched lesion the changes."""
+    kind = PAIR_KIND_TEXT.get(PairKind(comparison["kind"]), comparison["kind"])
+    parts = [
+        f"<h2>Compared with prior study</h2><p id=pair-kind data-kind='{_e(comparison['kind'])}'>"
+        f"<b>{_e(kind)}</b>: prior study <code>{_e(comparison['prior_study_instance_uid'])}</code>"
+        f" scanned {_e(comparison.get('prior_scan_datetime'))}, "
+        f"{comparison['interval_days']:.2f} days earlier; {_e(comparison['alignment'])}</p>"
+    ]
+    rows = []
+    for lesion in comparison["lesions"]:
+        for change in lesion["changes"] + [
+            c for h in lesion["hypoxic"] for c in (h["volume_ml"], h["fraction"])
+        ]:
+            verdict = {True: "exceeds RC", False: "within RC", None: "not judged"}[
+                change["exceeds"]]
+            relative = _pct(change["relative"])
+            rows.append(
+                f"<tr><td>Lesion {lesion['current_number']} (prior {lesion['prior_number']})"
+                f"</td><td>{_e(FIGURE_LABELS.get(change['figure'], change['figure']))}</td>"
+                f"<td class=num>{change['prior']:.3g}</td><td class=num>{change['current']:.3g}"
+                f"</td><td class=num>{relative}</td><td>{verdict}</td></tr>"
+            )
+    if rows:
+        parts.append("<table id=changes><tr><th>lesion</th><th>figure</th><th>prior</th>"
+                     "<th>now</th><th>change</th><th>repeatability</th></tr>"
+                     + "".join(rows) + "</table>")
+    parts += [f"<p class=muted>{_e(note)}</p>" for note in comparison.get("notes", [])]
+    return "".join(parts)

@@ -1,8 +1,9 @@
 """``hypoxnode repeatability``: test-retest statistics of a cohort, per figure, with plots.
 
-Reads paired figures from a CSV or from folders of ``quantify --json`` outputs (see
-:mod:`service.repeatability_inputs`), computes :func:`quant.repeatability.repeatability` per
-figure, and writes to the output folder:
+Reads paired figures from a CSV, from folders of ``quantify --json`` outputs (see
+:mod:`service.repeatability_inputs`) or from a node's index (``--index DATA_DIR``: the
+test-retest pairs the node found, one per subject, :mod:`service.cohort`), computes
+:func:`quant.repeatability.repeatability` per figure, and writes to the output folder:
 
 - ``repeatability.csv``: one row per figure (``figure``, ``label``, ``units`` then the columns of
   :meth:`quant.repeatability.Repeatability.to_row`);
@@ -21,7 +22,10 @@ import csv
 import sys
 from pathlib import Path
 
+from quant.pairing import DEFAULT_TEST_RETEST_DAYS
 from quant.repeatability import LogRepeatability, Repeatability, repeatability
+from service.cohort import index_scan_cohort, index_tracers
+from service.index import Index
 from service.plots import bland_altman_plot
 from service.repeatability_inputs import (
     Cohort,
@@ -67,7 +71,16 @@ def _parser() -> argparse.ArgumentParser:
             "`quantify --json` outputs (one JSON file per scan)."
         ),
     )
-    parser.add_argument("inputs", nargs="+", type=Path, help="one CSV file, or folders of JSON")
+    parser.add_argument("inputs", nargs="*", type=Path, help="one CSV file, or folders of JSON")
+    parser.add_argument(
+        "--index", type=Path, metavar="DATA_DIR",
+        help="use the test-retest pairs in a node's index (its data_dir) instead of files",
+    )
+    parser.add_argument("--tracer", help="--index: the tracer (needed when pairs of several)")
+    parser.add_argument(
+        "--test-retest-days", type=float, default=DEFAULT_TEST_RETEST_DAYS,
+        help=f"--index: longest test-retest interval (default {DEFAULT_TEST_RETEST_DAYS:g})",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--figures", help="comma-separated figures (default: all found)")
     parser.add_argument("--replicates", type=int, default=2, help="scans per subject (default 2)")
@@ -84,9 +97,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_index(args: argparse.Namespace) -> Cohort:
+    data_dir: Path = args.index
+    if args.inputs:
+        raise InputError("give either --index or input files, not both")
+    database = data_dir / "index.sqlite"
+    if not database.is_file():
+        raise InputError(f"no node index at {database}")
+    index = Index(database)
+    try:
+        rows = index.all_facts()
+    finally:
+        index.close()
+    tracers = index_tracers(rows, args.test_retest_days)
+    tracer = args.tracer
+    if tracer is None and len(tracers) > 1:
+        raise InputError(f"the index holds test-retest pairs of {', '.join(tracers)}:"
+                         " choose one with --tracer")
+    if tracer is None:
+        tracer = tracers[0] if tracers else ""
+    cohort = index_scan_cohort(rows, args.test_retest_days, tracer)
+    if args.figures:
+        cohort.figures = [f.strip() for f in args.figures.split(",")]
+    cohort.notes.append(f"index {database}: {len(cohort.scans) // 2} test-retest pair(s)"
+                        f" of {tracer or 'any tracer'}")
+    return cohort
+
+
 def _read(args: argparse.Namespace) -> Cohort:
+    if args.index is not None:
+        return _read_index(args)
     figures = [f.strip() for f in args.figures.split(",")] if args.figures else None
     inputs: list[Path] = args.inputs
+    if not inputs:
+        raise InputError("give one CSV file, folders of JSON files, or --index DATA_DIR")
     if len(inputs) == 1 and inputs[0].is_file():
         return read_csv(inputs[0], figures)
     not_folders = [str(p) for p in inputs if not p.is_dir()]
