@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,7 +30,13 @@ from tests.bench.receivers import (
     stored_count,
 )
 from tests.bench.run_bench import REPO, _machine, _snapshot
-from tests.bench.studies import PET_CT_600, QUICK_80, ensure_copies
+from tests.bench.studies import (
+    PET_CT_600,
+    QUICK_80,
+    QUICK_WB_120,
+    WHOLE_BODY_900,
+    ensure_copies,
+)
 from tests.peers import free_port
 
 CASES: dict[str, dict[str, Any]] = {
@@ -71,6 +79,78 @@ def _one(case: dict[str, Any], files: list[Path], workdir: Path, code_dir: Path,
     return round(len(files) / result.seconds, 1) if ok else None
 
 
+PROCESSING_CASES = ("", "ct-float32", "bone-once", "ct-float32,bone-once")
+"""``HXBENCH_QUANT_VARIANT`` values compared by ``--processing`` ("" = unpatched)."""
+
+
+def processing_levers(code_dir: Path, study_dir: Path, runs: int, out: Path) -> str:
+    """``profile_processing.py --plain-only`` per quant variant, alternating; returns Markdown.
+
+    Also checks that each variant gives the same figures as the unpatched code (lesion count,
+    SUVmax and muscle SUVmean to 4 significant digits).
+    """
+    script = Path(__file__).with_name("profile_processing.py")
+    results: dict[str, list[dict[str, Any]]] = {}
+    for run in range(runs):
+        for variant in PROCESSING_CASES[run % 4:] + PROCESSING_CASES[:run % 4]:
+            env = {**os.environ, "PYTHONPATH": str(code_dir), "HXBENCH_QUANT_VARIANT": variant}
+            proc = subprocess.run(
+                [sys.executable, str(script), str(study_dir), str(out / "unused.txt"),
+                 "--plain-only"], capture_output=True, text=True, env=env, cwd=code_dir,
+                timeout=900,
+            )
+            parsed = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 \
+                else {"ok": False, "error": proc.stderr[-1000:]}
+            results.setdefault(variant, []).append(parsed)
+            print(f"  processing run {run + 1}/{runs} {variant or 'baseline':22s} "
+                  f"{parsed.get('plain_timings_s')} peak {parsed.get('peak_rss_mb')} MB",
+                  flush=True)
+
+    def figures(r: dict[str, Any]) -> tuple[Any, ...]:
+        res = r.get("result") or {}
+        lesions = res.get("lesions", [])
+        return (len(lesions), *(f"{les.get('suv_max', 0):.4g}" for les in lesions),
+                f"{(res.get('muscle') or {}).get('suv_mean', 0):.4g}")
+
+    reference = figures(results[""][0]) if results.get("") else None
+    rows = []
+    for variant, records in results.items():
+        ok = [r for r in records if r.get("ok")]
+        timings = {k: statistics.median(r["plain_timings_s"][k] for r in ok)
+                   for k in (ok[0]["plain_timings_s"] if ok else {})}
+        rows.append({
+            "variant": variant or "baseline",
+            "runs_ok": len(ok),
+            "median_timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "median_total_s": round(sum(timings.values()), 2) if timings else None,
+            "median_peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in ok), 0)
+            if ok else None,
+            "same_figures_as_baseline": all(figures(r) == reference for r in ok) if ok else None,
+        })
+    (out / "levers-processing.json").write_text(json.dumps({
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "study": str(study_dir),
+        "machine": _machine(), "runs": runs, "rows": rows, "raw": results,
+    }, indent=1) + "\n")
+    lines = [
+        f"# Processing levers ({datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC, "
+        f"`{study_dir.parent.name}`, process_study in one process, median of {runs} runs)",
+        "",
+        "| variant | load | quantify | build | write | total | peak RSS MB | same figures |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        t = row["median_timings_s"]
+        lines.append(
+            f"| {row['variant']} | {t.get('load_s', 'n/a')} | {t.get('quantify_s', 'n/a')} | "
+            f"{t.get('build_s', 'n/a')} | {t.get('write_s', 'n/a')} | {row['median_total_s']} | "
+            f"{row['median_peak_rss_mb']} | {row['same_figures_as_baseline']} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "levers-processing.md").write_text(text)
+    (out / "unused.txt").unlink(missing_ok=True)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure every case, alternating; write and print the table."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench.levers", description=__doc__)
@@ -80,12 +160,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--code-dir", type=Path, default=REPO)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
+    parser.add_argument("--processing", action="store_true",
+                        help="compare the quant levers of quant_variant.py on the whole-body "
+                        "study instead of the receiving levers")
     args = parser.parse_args(argv)
     started = time.time()
     load_start = os.getloadavg()
     workdir = args.workdir.resolve()
     code_dir = (_snapshot(args.snapshot, workdir / "code-levers") if args.snapshot
                 else args.code_dir.resolve())
+    if args.processing:
+        wb = QUICK_WB_120 if args.quick else WHOLE_BODY_900
+        study_dir = ensure_copies(wb, workdir / "studies", 1)[0][0].parent.parent
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(processing_levers(code_dir, study_dir, args.runs, args.out.resolve()))
+        return 0
     spec = QUICK_80 if args.quick else PET_CT_600
     files = ensure_copies(spec, workdir / "studies", 1)[0]
     rates: dict[tuple[str, int], list[float]] = {}
