@@ -29,7 +29,7 @@ from tests.bench.receivers import (
     start_receiver,
     stored_count,
 )
-from tests.bench.run_bench import REPO, _machine, _snapshot
+from tests.bench.run_bench import REPO, _git, _machine, _snapshot
 from tests.bench.studies import (
     PET_CT_600,
     QUICK_80,
@@ -83,7 +83,7 @@ PROCESSING_CASES = ("", "ct-float32", "bone-once", "ct-float32,bone-once")
 """``HXBENCH_QUANT_VARIANT`` values compared by ``--processing`` ("" = unpatched)."""
 
 
-def processing_levers(code_dir: Path, study_dir: Path, runs: int, out: Path) -> str:
+def processing_levers(code_dir: Path, study_dir: Path, runs: int, out: Path, code: str) -> str:
     """``profile_processing.py --plain-only`` per quant variant, alternating; returns Markdown.
 
     Also checks that each variant gives the same figures as the unpatched code (lesion count,
@@ -129,6 +129,7 @@ def processing_levers(code_dir: Path, study_dir: Path, runs: int, out: Path) -> 
         })
     (out / "levers-processing.json").write_text(json.dumps({
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "study": str(study_dir),
+        "code": code,
         "machine": _machine(), "runs": runs, "rows": rows, "raw": results,
     }, indent=1) + "\n")
     lines = [
@@ -173,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         wb = QUICK_WB_120 if args.quick else WHOLE_BODY_900
         study_dir = ensure_copies(wb, workdir / "studies", 1)[0][0].parent.parent
         args.out.mkdir(parents=True, exist_ok=True)
-        print(processing_levers(code_dir, study_dir, args.runs, args.out.resolve()))
+        code = (f"git archive {args.snapshot} ({_git('rev-parse', '--short', args.snapshot)})"
+                if args.snapshot else str(code_dir))
+        print(processing_levers(code_dir, study_dir, args.runs, args.out.resolve(), code))
         return 0
     spec = QUICK_80 if args.quick else PET_CT_600
     files = ensure_copies(spec, workdir / "studies", 1)[0]
@@ -205,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "duration_s": round(time.time() - started),
         "command": "python -m tests.bench.levers " + " ".join(argv or []),
-        "code": f"git archive {args.snapshot}" if args.snapshot else str(code_dir),
+        "code": (f"git archive {args.snapshot} ({_git('rev-parse', '--short', args.snapshot)})"
+                 if args.snapshot else str(code_dir)),
         "machine": _machine(),
         "loadavg_1_5_15_start": [round(v, 2) for v in load_start],
         "loadavg_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
