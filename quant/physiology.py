@@ -55,13 +55,26 @@ def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
     ----------
     hu
         CT numbers ``[slice, row, col]``.
+
+    Notes
+    -----
+    The slice-by-slice hole filling is done in one 3D call: the bone slices are interleaved
+    with slices of ones (and framed by them), so no background can connect across slices and
+    a 3D fill-hole equals the 2D fill-hole of every slice.
     """
     out = np.zeros(hu.shape, dtype=bool)
     bone = hu >= BONE_HU
-    for k in np.flatnonzero(bone.any(axis=(1, 2))):
-        ring = sitk.BinaryDilate(sitk.GetImageFromArray(bone[k].astype(np.uint8)), [1, 1])
-        filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(ring, True, 1)).astype(bool)
-        out[k] = filled & ~sitk.GetArrayFromImage(ring).astype(bool)
+    with_bone = np.flatnonzero(bone.any(axis=(1, 2)))
+    if with_bone.size == 0:
+        return out
+    rows, cols = hu.shape[1:]
+    dilated = sitk.BinaryDilate(sitk.GetImageFromArray(bone[with_bone].astype(np.uint8)),
+                                [1, 1, 0])  # in-plane only
+    ring_array = np.ones((2 * with_bone.size + 1, rows, cols), dtype=bool)
+    ring_array[1::2] = sitk.GetArrayFromImage(dilated).astype(bool)
+    separated = sitk.GetImageFromArray(ring_array.astype(np.uint8))
+    filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(separated, True, 1)).astype(bool)
+    out[with_bone] = (filled & ~ring_array)[1::2]
     return out
 
 
@@ -154,16 +167,33 @@ def _fraction_in(values: np.ndarray, window: tuple[float, float]) -> float:
     return float(np.mean((values >= window[0]) & (values <= window[1])))
 
 
+def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
+    index = np.nonzero(mask)
+    return tuple(
+        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
+        for i, n in zip(index, mask.shape, strict=True)
+    )
+
+
 def _encloses_gas(component: np.ndarray, anatomy: Anatomy) -> bool:
-    image = sitk.GetImageFromArray(component.astype(np.uint8))
+    # Closing (radius 1) and hole filling only reach 1 voxel beyond the component: working on
+    # its bounding box plus a margin gives the same result as on the whole image, much faster.
+    box = bounding_box(component, margin=3)
+    image = sitk.GetImageFromArray(component[box].astype(np.uint8))
     closed = sitk.BinaryMorphologicalClosing(image, [1, 1, 1], sitk.sitkBall, 1)
     filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(closed, True, 1)).astype(bool)
-    touched = np.unique(anatomy.gas_labels[filled])
+    labels = anatomy.gas_labels[box]
+    touched = np.unique(labels[filled])
+    touched = touched[touched > 0]
+    if touched.size == 0:
+        return False
+    sizes = np.bincount(anatomy.gas_labels.ravel(), minlength=int(touched.max()) + 1)
     enclosed_ml = 0.0
-    for lab in touched[touched > 0]:
-        pocket = anatomy.gas_labels == lab
-        if not (pocket & ~filled).any():
-            enclosed_ml += float(pocket.sum()) * anatomy.voxel_ml
+    for lab in touched:
+        inside = int((filled & (labels == lab)).sum())
+        if inside == sizes[lab]:  # the whole gas pocket lies inside the filled component
+            enclosed_ml += float(sizes[lab]) * anatomy.voxel_ml
     return enclosed_ml >= BOWEL_GAS_MIN_ML
 
 

@@ -49,7 +49,12 @@ import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.errors import QuantificationError
 from quant.figures import component_at, muscle_figures, voxel_volume_ml
-from quant.physiology import anatomy_from_ct, enclosed_by_bone, physiological_reason
+from quant.physiology import (
+    anatomy_from_ct,
+    bounding_box,
+    enclosed_by_bone,
+    physiological_reason,
+)
 from quant.results import MuscleResult
 from quant.search_region import search_mask
 from quant.settings import QuantSettings
@@ -223,8 +228,10 @@ def delineate(
     if level is None:
         level = fraction_of_max * float(suv[peak])
     lesion = component_at(region & (suv >= level), peak)  # type: ignore[arg-type]
-    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(lesion.astype(np.uint8)), True, 1)
-    out: np.ndarray = sitk.GetArrayFromImage(filled).astype(bool)
+    box = bounding_box(lesion, margin=1)  # holes lie inside the box: same result, faster
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(lesion[box].astype(np.uint8)), True, 1)
+    out = np.zeros_like(lesion, dtype=bool)
+    out[box] = sitk.GetArrayFromImage(filled).astype(bool)
     return out
 
 

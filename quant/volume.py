@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 
 from quant.errors import QuantificationError
 from quant.pet_header import (
@@ -193,7 +194,10 @@ def _stack_geometry(
 
 
 def _image(array: np.ndarray, stack: _Stack) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.float32))
+    keep = array.dtype in (np.dtype(np.float32), np.dtype(np.int16))
+    image = sitk.GetImageFromArray(
+        np.ascontiguousarray(array, dtype=array.dtype if keep else np.float32)
+    )
     image.SetOrigin(tuple(float(v) for v in stack.origin))
     image.SetSpacing(stack.spacing)
     image.SetDirection(tuple(float(v) for v in stack.direction.ravel()))
@@ -228,7 +232,16 @@ def _rescale(datasets: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
     return slopes, intercepts
 
 
-def _sorted_classic(datasets: Sequence[Dataset]) -> tuple[list[Dataset], _Stack, np.ndarray]:
+def _sorted_classic(
+    datasets: Sequence[Dataset], dtype: type[np.number] | None = np.float64
+) -> tuple[list[Dataset], _Stack, np.ndarray]:
+    """Sort single-frame slices along the normal and rescale them, one slice at a time.
+
+    The output is allocated once in ``dtype`` and filled slice by slice, so a large series
+    (600 CT slices of 512 x 512) never holds more than one extra slice in memory. With
+    ``dtype=None`` the values are int16 when every RescaleSlope is 1 and every
+    RescaleIntercept an integer (CT in HU: half the memory of float32), else float32.
+    """
     if not datasets:
         raise QuantificationError("no images: the series is empty")
     _single_series(datasets)
@@ -241,9 +254,26 @@ def _sorted_classic(datasets: Sequence[Dataset]) -> tuple[list[Dataset], _Stack,
     instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
     stack = _stack_geometry(planes, _same_pixels(datasets), instance)
     ordered = [datasets[i] for i in stack.order]
-    pixels = np.stack([ds.pixel_array for ds in ordered]).astype(np.float64)
     slopes, intercepts = _rescale(ordered)
-    values = pixels * slopes[:, None, None] + intercepts[:, None, None]
+    if dtype is None:
+        integral = bool(np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)))
+        dtype = np.int16 if integral else np.float32
+    # pydicom.pixels.pixel_array decodes without caching the array on the dataset (as
+    # Dataset.pixel_array does), so decoded slices do not pile up in memory.
+    first = pixel_array(ordered[0])
+    values = np.empty((len(ordered), *first.shape), dtype=dtype)
+    for index, ds in enumerate(ordered):
+        pixels = first if index == 0 else pixel_array(ds)
+        if pixels.shape != first.shape:
+            raise QuantificationError(
+                f"Rows/Columns differ between slices ({first.shape} and {pixels.shape}):"
+                " one series must have one matrix size"
+            )
+        if dtype is np.int16:
+            np.add(pixels, np.int32(intercepts[index]), out=values[index], casting="unsafe")
+        else:
+            np.multiply(pixels, slopes[index], out=values[index], casting="unsafe")
+            values[index] += intercepts[index]
     return ordered, stack, values
 
 
@@ -380,7 +410,10 @@ def _load_enhanced_pet(ds: Dataset, suv_type: str) -> PetVolume:
 
 
 def load_ct_hu(datasets: Sequence[Dataset]) -> sitk.Image:
-    """A CT series as a float32 image in Hounsfield units, sorted along the slice normal.
+    """A CT series as an image in Hounsfield units, sorted along the slice normal.
+
+    The pixel type is int16 when the rescale is integral (the usual CT), float32 otherwise;
+    :func:`resample_to` gives float32 either way.
 
     Parameters
     ----------
@@ -397,7 +430,7 @@ def load_ct_hu(datasets: Sequence[Dataset]) -> sitk.Image:
         raise QuantificationError(
             "Enhanced CT multi-frame images are not supported: send the CT as single-frame images"
         )
-    _, stack, values = _sorted_classic(datasets)
+    _, stack, values = _sorted_classic(datasets, dtype=None)
     return _image(values, stack)
 
 
