@@ -82,6 +82,8 @@ class QuantConfig(BaseModel):
     search_region: str | None = None
     tracers: dict[str, TracerConfig] = Field(default_factory=dict)
     workers: int = Field(default=1, ge=1, le=16)
+    worker_max_studies: int = Field(default=10, ge=1)
+    """A worker process is replaced after this many studies (bounds its memory)."""
 
     _thresholds = field_validator("hypoxic_thresholds")(_check_thresholds)
     _method = field_validator("delineation")(_check_method)

@@ -7,14 +7,17 @@ in-flight associations finish, stop the scheduler and the workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
 from pathlib import Path
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from pydicom import dcmread
 from pynetdicom.transport import ThreadedAssociationServer
@@ -26,7 +29,7 @@ from service.index import Index, InstanceRecord, StudyState
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.prior_lookup import follow_up_input
-from service.processing import ProcessingOutcome, process_study
+from service.processing import ProcessingOutcome, process_study, warm_up
 from service.retention import purge_delivered
 from service.sender import Sender
 from service.store import InstanceStore
@@ -213,10 +216,22 @@ class Node:
                 self._submit(study_uid)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        """Worker pool: spawned processes, each replaced after ``worker_max_studies`` studies
+        (so its memory cannot grow without bound), warmed up at once so that the first study
+        does not pay for the imports."""
+        executor = ProcessPoolExecutor(
             max_workers=self.config.quant.workers,
             mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=self.config.quant.worker_max_studies,
         )
+        executor.submit(warm_up)
+        return executor
+
+    def _wake(self, job_id: str) -> None:
+        """Run a scheduler job now instead of at its next interval."""
+        # Not scheduled (stopping): the interval run will do.
+        with contextlib.suppress(JobLookupError, RuntimeError):
+            self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
     def _submit(self, study_uid: str) -> None:
         generation = self.index.start_processing(study_uid)
@@ -313,6 +328,7 @@ class Node:
             )
             if outcome.result is not None:
                 self.index.record_study_facts(outcome.result)
+            self._wake("send-results")  # deliver now rather than at the next sender tick
             log.info(
                 "study %s done: %d lesion(s), %d result object(s) queued for %d destination(s)"
                 " (%s)",

@@ -8,6 +8,7 @@ durably under ``data_dir/results`` before it returns.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -66,15 +67,21 @@ def build_result_objects(
 ) -> ResultObjects:
     """Build the SEG, the summary and the SR (which references both) for one result.
 
-    UIDs are derived from the study, the PET instances quantified and the generation, so the
-    same input processed again gives the same UIDs, and a re-processing gives new ones. With
+    UIDs are derived from the study, the PET instances quantified, the figures and the
+    generation: the same input and result give the same UIDs, a re-processing new ones. With
     ``previous_report`` (the SR of the earlier generation) the new SR says it supersedes it;
     with ``comparison`` the SR reports the changes since the subject's prior study.
     """
     result = quantified.result
     pet_datasets = quantified.pet.datasets
-    digest = hashlib.sha256("\\".join(result.pet_sop_instance_uids).encode()).hexdigest()
-    seed = (result.study_instance_uid, result.pet_series_instance_uid, digest, str(generation))
+    inputs = hashlib.sha256("\\".join(result.pet_sop_instance_uids).encode()).hexdigest()
+    # The figures are part of the seed: another software version or configuration that
+    # computes different figures from the same input never reuses a UID for other content.
+    figures = hashlib.sha256(
+        json.dumps(result.to_json(), sort_keys=True, default=str).encode()
+    ).hexdigest()
+    seed = (result.study_instance_uid, result.pet_series_instance_uid, inputs, figures,
+            str(generation))
     prefix = config.output.uid_prefix
 
     def uid(kind: str) -> str:
@@ -140,6 +147,10 @@ def _compare(
             f"not compared with the prior study ({type(exc).__name__}: {exc})"
         )
         return None
+
+
+def warm_up() -> None:
+    """Runs once in a new worker process: the imports above are done; nothing else to do."""
 
 
 def process_study(
