@@ -71,6 +71,11 @@ retry_initial_seconds = 1
 """
 
 
+def destination_toml(ae_title: str, port: int) -> str:
+    """A ``[[destinations]]`` block for a PACS on loopback (for ``sections``)."""
+    return f'[[destinations]]\nae_title = "{ae_title}"\nhost = "127.0.0.1"\nport = {port}\n'
+
+
 def start_test_node(
     workdir: Path,
     *,

@@ -28,12 +28,11 @@ from tests.dicomcheck import dciodvfy_errors
 from tests.peers import (
     NodeProcess,
     Orthanc,
-    free_port,
-    start_node,
     start_orthanc,
     storescu,
     wait_for,
 )
+from tests.reliability import destination_toml, start_test_node
 from tests.sr_reading import all_texts, measurement_groups
 from tests.synthetic import SyntheticStudy, make_study, write_study
 
@@ -47,25 +46,10 @@ YES = ("SCT", "373066001")
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[NodeProcess, Orthanc, int]]:
     pacs = start_orthanc(tmp_path / "orthanc")
-    port, http_port = free_port(), free_port()
-    config = f"""
-[node]
-host = "127.0.0.1"
-port = {port}
-data_dir = "{tmp_path / 'data'}"
-[study]
-stable_seconds = 1
-check_interval_seconds = 0.5
-[export]
-check_interval_seconds = 0.5
-[http]
-port = {http_port}
-[[destinations]]
-ae_title = "{pacs.ae_title}"
-host = "127.0.0.1"
-port = {pacs.dicom_port}
-"""
-    node = start_node(tmp_path / "node", config, port)
+    node = start_test_node(tmp_path / "node",
+                           sections=destination_toml(pacs.ae_title, pacs.dicom_port))
+    assert node.http_port is not None
+    http_port = node.http_port
     yield node, pacs, http_port
     node.stop()
     pacs.stop()

@@ -24,13 +24,12 @@ from tests.peers import (
     REPO,
     NodeProcess,
     Orthanc,
-    free_port,
     require_tool,
-    start_node,
     start_orthanc,
     storescu,
     wait_for,
 )
+from tests.reliability import destination_toml, start_test_node
 from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
@@ -46,25 +45,10 @@ def _metric(text: str, name: str) -> float:
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[NodeProcess, Orthanc, int]]:
     pacs = start_orthanc(tmp_path / "orthanc")
-    port, http_port = free_port(), free_port()
-    config = f"""
-[node]
-host = "127.0.0.1"
-port = {port}
-data_dir = "{tmp_path / 'data'}"
-[study]
-stable_seconds = 1
-check_interval_seconds = 0.5
-[export]
-check_interval_seconds = 0.5
-[http]
-port = {http_port}
-[[destinations]]
-ae_title = "ORTHANC"
-host = "127.0.0.1"
-port = {pacs.dicom_port}
-"""
-    node = start_node(tmp_path / "node", config, port)
+    node = start_test_node(tmp_path / "node",
+                           sections=destination_toml(pacs.ae_title, pacs.dicom_port))
+    assert node.http_port is not None
+    http_port = node.http_port
     yield node, pacs, http_port
     node.stop()
     pacs.stop()

@@ -17,7 +17,8 @@ import pydicom
 import pytest
 
 from tests.dicomcheck import dciodvfy_errors
-from tests.peers import Orthanc, free_port, start_node, start_orthanc, storescu, wait_for
+from tests.peers import Orthanc, start_orthanc, storescu, wait_for
+from tests.reliability import destination_toml, start_test_node
 from tests.sr_reading import measurement_groups
 from tests.synthetic import make_study, write_study
 
@@ -35,26 +36,6 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     pacs.stop()
 
 
-def _node_config(data_dir: Path, port: int, pacs: Orthanc) -> str:
-    return f"""
-[node]
-ae_title = "HYPOXNODE"
-host = "127.0.0.1"
-port = {port}
-data_dir = "{data_dir}"
-[study]
-stable_seconds = 2
-check_interval_seconds = 0.5
-[export]
-check_interval_seconds = 0.5
-retry_initial_seconds = 2
-[[destinations]]
-ae_title = "{pacs.ae_title}"
-host = "127.0.0.1"
-port = {pacs.dicom_port}
-"""
-
-
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
@@ -62,9 +43,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_study_in_results_out(tmp_path: Path, orthanc: Orthanc) -> None:
     study = make_study(field_of_view="pelvis", tracer="64Cu-ATSM")
     files = write_study(study, tmp_path / "scanner")
-    port = free_port()
-    node = start_node(tmp_path / "node", _node_config(tmp_path / "node" / "data", port, orthanc),
-                      port)
+    node = start_test_node(tmp_path / "node", http=False, stable_seconds=2,
+                           sections=destination_toml(orthanc.ae_title, orthanc.dicom_port))
+    port = node.port
     try:
         sent = storescu(files, port, "HYPOXNODE")
         assert sent.returncode == 0, sent.stderr

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.peers import REPO, echoscu, free_port, start_node, storescu, wait_for
+from tests.peers import REPO, echoscu, storescu, wait_for
+from tests.reliability import start_test_node
 from tests.synthetic import SyntheticStudy, make_study, write_study
 
 
@@ -76,19 +77,9 @@ def _api(http_port: int, path: str) -> Any:
 
 @pytest.mark.e2e
 def test_node_marks_each_refused_study_failed_and_keeps_serving(tmp_path: Path) -> None:
-    port, http_port = free_port(), free_port()
-    config = f"""
-[node]
-host = "127.0.0.1"
-port = {port}
-data_dir = "{tmp_path / 'data'}"
-[study]
-stable_seconds = 1
-check_interval_seconds = 0.5
-[http]
-port = {http_port}
-"""
-    node = start_node(tmp_path / "node", config, port)
+    node = start_test_node(tmp_path / "node")
+    port, http_port = node.port, node.http_port
+    assert http_port is not None
     try:
         expected = {}
         for seed, name in enumerate(sorted(BROKEN), start=20):
