@@ -118,11 +118,7 @@ def create_app(node: Node) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:
-        studies = node.index.studies()
-        for row in studies:
-            detail = node.index.study(row["study_instance_uid"])
-            row["result"] = detail["result"] if detail else None
-        return pages.study_list(studies, node.status(), cohort())
+        return pages.study_list(node.index.studies(with_results=True), node.status(), cohort())
 
     @app.get("/studies/{study_uid}", response_class=HTMLResponse)
     def study_page(study_uid: str) -> str:

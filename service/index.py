@@ -365,18 +365,25 @@ class Index(StudyFactsMixin):
         out["results"] = [dict(r) for r in results]
         return out
 
-    def studies(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Most recent studies first, with their instance counts."""
+    def studies(self, limit: int = 200, *, with_results: bool = False) -> list[dict[str, Any]]:
+        """Most recent studies first, with their instance counts (and figures on request)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT s.study_instance_uid, s.state, s.first_received_at, s.last_received_at,"
-                " s.error, s.updated_at, s.generation,"
+                " s.error, s.updated_at, s.generation, s.result_json,"
                 " (SELECT COUNT(*) FROM instances i"
                 "  WHERE i.study_instance_uid = s.study_instance_uid) AS instances"
                 " FROM studies s ORDER BY s.last_received_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [dict(row) for row in rows]
+        out = []
+        for row in rows:
+            entry = dict(row)
+            result_json = entry.pop("result_json")
+            if with_results:
+                entry["result"] = json.loads(result_json) if result_json else None
+            out.append(entry)
+        return out
 
     def count_studies(self) -> dict[str, int]:
         """Number of studies per state."""
