@@ -60,6 +60,7 @@ class Node:
         self._server: ThreadedAssociationServer | None = None
         self._http: HttpServer | None = None
         self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
+        self._studies_in_pool = 0
         self._lock = threading.Lock()
         self._audit_handler: logging.Handler | None = None
         self._crashes: dict[str, int] = {}
@@ -216,16 +217,30 @@ class Node:
                 self._submit(study_uid)
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        """Worker pool: spawned processes, each replaced after ``worker_max_studies`` studies
-        (so its memory cannot grow without bound), warmed up at once so that the first study
-        does not pay for the imports."""
+        """Worker pool of spawned processes, warmed up at once so that the first study does not
+        pay for the imports. (Not ``max_tasks_per_child``: on Python 3.11 it deadlocks when
+        several tasks are queued; :meth:`_recycle_pool` bounds the workers' memory instead.)"""
         executor = ProcessPoolExecutor(
             max_workers=self.config.quant.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            max_tasks_per_child=self.config.quant.worker_max_studies,
         )
         executor.submit(warm_up)
+        self._studies_in_pool = 0
         return executor
+
+    def _recycle_pool(self) -> None:
+        """Replace the worker pool, when idle, after ``worker_max_studies`` studies."""
+        with self._lock:
+            if (
+                self._executor is None
+                or self._in_flight
+                or self._studies_in_pool < self.config.quant.worker_max_studies
+            ):
+                return
+            old, self._executor = self._executor, self._new_executor()
+        old.shutdown(wait=False)
+        log.info("worker pool recycled after %d studies",
+                 self.config.quant.worker_max_studies)
 
     def _wake(self, job_id: str) -> None:
         """Run a scheduler job now instead of at its next interval."""
@@ -257,12 +272,14 @@ class Node:
             log.info("study %s: %d earlier study(ies) of the subject known",
                      study_uid, len(follow_up.candidates))
         arguments = (self.config, study_uid, paths, generation, previous_report_path, follow_up)
-        try:
-            future = self._executor.submit(process_study, *arguments)
-        except BrokenProcessPool:  # a worker died since the last collection: fresh pool
-            self._replace_executor(self._executor)
-            future = self._executor.submit(process_study, *arguments)
-        with self._lock:
+        with self._lock:  # the pool may be recycled or replaced concurrently
+            try:
+                future = self._executor.submit(process_study, *arguments)
+            except BrokenProcessPool:  # a worker died since the last collection: fresh pool
+                broken, self._executor = self._executor, self._new_executor()
+                broken.shutdown(wait=False, cancel_futures=True)
+                log.error("a worker process died; started a new worker pool")
+                future = self._executor.submit(process_study, *arguments)
             self._in_flight[study_uid] = future
         future.add_done_callback(lambda _f: self._collect_finished())
 
@@ -299,6 +316,9 @@ class Node:
                     study_uid, ok=False, error=f"worker process failed: {exc!r}"
                 )
             self._record(outcome)
+            self._studies_in_pool += 1
+        if finished:
+            self._recycle_pool()
 
     def _retry_after_crash(self, study_uid: str) -> bool:
         crashes = self._crashes.get(study_uid, 0) + 1
