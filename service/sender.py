@@ -14,7 +14,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from service import dimse_status
@@ -78,7 +79,12 @@ class Sender:
                 for export in exports:
                     self._give_up(export, f"destination {key!r} is no longer configured", None)
                 continue
-            delivered += self._send_to(destination, exports)
+            try:
+                delivered += self._send_to(destination, exports)
+            except Exception as exc:  # one destination's fault must not starve the others
+                log.exception("sending to %s failed unexpectedly", key)
+                for export in exports:
+                    self._retry_or_give_up(export, f"internal error while sending: {exc!r}", None)
         return delivered
 
     def _send_to(self, destination: Destination, exports: list[ExportRecord]) -> int:
@@ -86,7 +92,7 @@ class Sender:
         for export in exports:
             try:
                 datasets[export.id] = dcmread(export.path)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, InvalidDicomError) as exc:
                 self._give_up(export, f"result file unreadable: {exc}", None)
         if not datasets:
             return 0
@@ -105,14 +111,28 @@ class Sender:
             return 0
         delivered = 0
         where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
         try:
             for export in pending:
+                sop_class = str(datasets[export.id].SOPClassUID)
+                if sop_class not in accepted:
+                    self._give_up(
+                        export,
+                        f"{where} does not accept SOP class {sop_class}"
+                        f" ({_sop_class_name(sop_class)}): presentation context rejected",
+                        None,
+                    )
+                    continue
                 if not assoc.is_established:
                     self._retry_or_give_up(
                         export, f"association with {where} lost during sending", None
                     )
                     continue
-                status = assoc.send_c_store(datasets[export.id])
+                try:
+                    status = assoc.send_c_store(datasets[export.id])
+                except (ValueError, RuntimeError) as exc:
+                    self._retry_or_give_up(export, f"C-STORE to {where} failed: {exc}", None)
+                    continue
                 code = int(status.Status) if status and "Status" in status else None
                 if code is not None and (code == 0 or 0xB000 <= code <= 0xBFFF):
                     self.index.export_sent(export.id, code)
@@ -162,6 +182,10 @@ class Sender:
         )
         audit.info("export %s to %s: failed (%s)", export.sop_instance_uid, export.destination,
                    reason)
+
+
+def _sop_class_name(uid: str) -> str:
+    return str(UID(uid).name)
 
 
 def _association_failure(assoc: object, destination: Destination) -> str:
