@@ -12,8 +12,9 @@ import logging
 import multiprocessing
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,15 @@ from service.store import InstanceStore
 log = logging.getLogger("hypoxnode.node")
 
 MAX_WORKER_CRASHES = 1
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One study handed to the worker pool."""
+
+    future: Future[ProcessingOutcome]
+    pool: ProcessPoolExecutor
+    generation: int
 """A study whose worker process died is processed again this many times before it fails."""
 
 
@@ -59,11 +69,14 @@ class Node:
         self._executor: ProcessPoolExecutor | None = None
         self._server: ThreadedAssociationServer | None = None
         self._http: HttpServer | None = None
-        self._in_flight: dict[str, Future[ProcessingOutcome]] = {}
+        self._in_flight: dict[str, _Job] = {}
         self._studies_in_pool = 0
         self._lock = threading.Lock()
         self._audit_handler: logging.Handler | None = None
         self._crashes: dict[str, int] = {}
+        self._suspects: set[str] = set()
+        self._shared_pools: set[int] = set()
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -128,6 +141,7 @@ class Node:
         if self._http is not None:
             self._http.stop()
             self._http = None
+        self._stopping = True
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -209,8 +223,15 @@ class Node:
         self._collect_finished()
         quiet_before = time.time() - self.config.study.stable_seconds
         for study_uid in self.index.due_studies(quiet_before):
-            if study_uid in self._in_flight:
-                continue  # new instances arrived while processing: queue after it finishes
+            with self._lock:
+                if study_uid in self._in_flight:
+                    continue  # new instances arrived while processing: queue after it finishes
+                # A study that was in a pool when a worker died runs alone, so that a second
+                # crash identifies the culprit instead of failing everything queued with it.
+                busy = bool(self._in_flight)
+                suspect_running = any(uid in self._suspects for uid in self._in_flight)
+            if suspect_running or (study_uid in self._suspects and busy):
+                continue
             if self.index.set_study_state(
                 study_uid, StudyState.QUEUED, expected=StudyState.RECEIVING
             ):
@@ -280,8 +301,10 @@ class Node:
                 broken.shutdown(wait=False, cancel_futures=True)
                 log.error("a worker process died; started a new worker pool")
                 future = self._executor.submit(process_study, *arguments)
-            self._in_flight[study_uid] = future
+            self._in_flight[study_uid] = _Job(future, self._executor, generation)
         future.add_done_callback(lambda _f: self._collect_finished())
+        if study_uid in self._suspects:
+            log.warning("study %s runs alone: it was in the pool when a worker died", study_uid)
 
     def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -293,19 +316,29 @@ class Node:
 
     def _collect_finished(self) -> None:
         with self._lock:
-            finished = [(uid, f) for uid, f in self._in_flight.items() if f.done()]
+            finished = [(uid, job) for uid, job in self._in_flight.items() if job.future.done()]
             for uid, _ in finished:
                 del self._in_flight[uid]
-        for study_uid, future in finished:
+            # A pool that broke while holding several studies: none of them can be blamed.
+            # Its futures may be collected in separate calls, so remember the pool.
+            for _, job in finished:
+                sharing = sum(1 for _, other in finished if other.pool is job.pool) + sum(
+                    1 for other in self._in_flight.values() if other.pool is job.pool)
+                if sharing > 1:
+                    self._shared_pools.add(id(job.pool))
+        for study_uid, job in finished:
             try:
-                outcome = future.result()
+                outcome = job.future.result()
+            except CancelledError:
+                # Cancelled by a stop: the study stays "processing" and is requeued at start-up.
+                continue
             except BrokenProcessPool as exc:
-                # A worker died (OOM killer, a crash in native code). Every study then in the
-                # pool lost its run; which one caused it is unknown, so each gets another try
-                # before it is failed: an innocent study is never failed for another's crash.
-                if self._executor is not None:
-                    self._replace_executor(self._executor)
-                if self._retry_after_crash(study_uid):
+                # A worker died (OOM killer, a crash in native code). Alone in the pool, the
+                # study is the culprit and gets a strike; with others, nobody can tell, so each
+                # is retried alone (see check_studies) and only a crash while alone counts.
+                self._replace_executor(job.pool)
+                alone = id(job.pool) not in self._shared_pools
+                if self._retry_after_crash(study_uid, strike=alone):
                     continue
                 outcome = ProcessingOutcome(
                     study_uid, ok=False,
@@ -315,14 +348,17 @@ class Node:
                 outcome = ProcessingOutcome(
                     study_uid, ok=False, error=f"worker process failed: {exc!r}"
                 )
-            self._record(outcome)
-            self._studies_in_pool += 1
-        if finished:
+            self._record(outcome, job.generation)
+            with self._lock:
+                self._studies_in_pool += 1
+        if finished and not self._stopping:
             self._recycle_pool()
 
-    def _retry_after_crash(self, study_uid: str) -> bool:
-        crashes = self._crashes.get(study_uid, 0) + 1
-        self._crashes[study_uid] = crashes
+    def _retry_after_crash(self, study_uid: str, strike: bool) -> bool:
+        with self._lock:
+            crashes = self._crashes.get(study_uid, 0) + (1 if strike else 0)
+            self._crashes[study_uid] = crashes
+            self._suspects.add(study_uid)
         if crashes > MAX_WORKER_CRASHES:
             return False
         if self.index.set_study_state(
@@ -331,10 +367,13 @@ class Node:
             log.warning("study %s: worker process died; processing it again", study_uid)
         return True
 
-    def _record(self, outcome: ProcessingOutcome) -> None:
+    def _record(self, outcome: ProcessingOutcome, generation: int) -> None:
+        """Record a finished job under the generation it ran for (not the study's current one,
+        which new instances may already have moved on)."""
         study_uid = outcome.study_instance_uid
-        info = self.index.study(study_uid)
-        generation = int(info["generation"]) if info else 0
+        with self._lock:
+            self._crashes.pop(study_uid, None)
+            self._suspects.discard(study_uid)
         if outcome.timings_s:
             self.metrics.processing_seconds.observe(sum(outcome.timings_s.values()))
         if outcome.ok:
@@ -400,6 +439,10 @@ class Node:
         )
         self.metrics.exports_pending.set(self.index.export_counts().get("pending", 0))
 
+    def _in_flight_uids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._in_flight)
+
     def status(self) -> dict[str, object]:
         """Node-level status for the API and the home page."""
         return {
@@ -409,5 +452,5 @@ class Node:
             "studies": self.index.count_studies(),
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],
-            "in_flight": sorted(self._in_flight),
+            "in_flight": self._in_flight_uids(),
         }
