@@ -72,6 +72,14 @@ def build_result_objects(
     ``previous_report`` (the SR of the earlier generation) the new SR says it supersedes it;
     with ``comparison`` the SR reports the changes since the subject's prior study.
     """
+    if quantified.pet.frame_numbers:
+        # highdicom needs a multi-frame source once, with frames mapped by number; the SEG
+        # builder takes single-frame slices. Refuse clearly rather than fail inside it.
+        raise QuantificationError(
+            "Enhanced PET (multi-frame) is converted to SUV (see `hypoxnode suv` and"
+            " `quantify --json`), but the SEG, SR and summary need the PET as single-frame"
+            " images: send the PET Image Storage series"
+        )
     result = quantified.result
     pet_datasets = quantified.pet.datasets
     inputs = hashlib.sha256("\\".join(result.pet_sop_instance_uids).encode()).hexdigest()

@@ -97,3 +97,19 @@ def test_enhanced_pet_multiframe() -> None:
     order = list(range(len(ordered)))[::-1]  # frames stored head to feet
     enhanced = _enhanced_from(ordered, order)
     _assert_truth(study, [enhanced])
+
+
+def test_enhanced_pet_result_objects_are_refused_with_a_reason() -> None:
+    from quant.errors import QuantificationError
+    from quant.pipeline import quantify
+    from service.config import load_config
+    from service.processing import build_result_objects
+
+    study = make_study(field_of_view="pelvis", seed=9)
+    ordered = _pet_sorted(study)
+    enhanced = _enhanced_from(ordered, list(range(len(ordered))))
+    config = load_config(None)
+    quantified = quantify([enhanced], study.ct, [], config.quant.to_settings())
+    assert quantified.result.lesions  # the figures themselves are computed
+    with pytest.raises(QuantificationError, match="single-frame"):
+        build_result_objects(quantified, config, generation=1)
