@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -184,7 +185,7 @@ def handle_store(
                 received_at=time.time(),
             )
         )
-    except (StoreError, OSError) as exc:
+    except (StoreError, OSError, sqlite3.Error) as exc:  # disk or index full, I/O error
         log.error("C-STORE from %s refused: %s", _peer(event), exc)
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
