@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +53,8 @@ class StudyFactsMixin:
 
     _lock: threading.RLock
     _db: sqlite3.Connection
-
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    _transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    """Provided by :class:`service.index.Index`."""
 
     def record_study_facts(self, result: dict[str, Any]) -> StudyFacts:
         """Record (or replace) the facts of one result document; returns them."""

@@ -7,40 +7,15 @@ study whose results could not be delivered is kept.
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
-from pynetdicom import AE, StoragePresentationContexts, evt
 
 from tests.peers import free_port, storescu, wait_for
 from tests.reliability import http_json, index_rows, start_test_node
 from tests.synthetic import make_study, write_study
 
 RETENTION_DAYS = 1.5 / 86400  # 1.5 s
-
-
-@pytest.fixture
-def pacs() -> Iterator[tuple[int, list[str]]]:
-    received: list[str] = []
-    lock = threading.Lock()
-
-    def on_store(event: Any) -> int:
-        with lock:
-            received.append(str(event.dataset.SOPInstanceUID))
-        return 0
-
-    ae = AE(ae_title="PACS")
-    ae.supported_contexts = StoragePresentationContexts
-    server = ae.start_server(("127.0.0.1", 0), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert server is not None
-    yield int(server.server_address[1]), received
-    server.shutdown()
 
 
 def _sections(pacs_port: int, retention_days: float | None) -> str:

@@ -7,18 +7,15 @@ client certificates), never committed. DCMTK ``storescu``/``echoscu`` are the TL
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
 import trustme
 from pydicom import examples
 from pydicom.uid import generate_uid
-from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
@@ -275,26 +272,6 @@ def _send_one(port: int, dataset: pydicom.Dataset) -> int | None:
 
 PATIENT_NAME = "Qwertzuiop^Xanthippe"
 PATIENT_ID = "PHI-7741-ZQX"
-
-
-@pytest.fixture
-def pacs() -> Iterator[tuple[int, list[str]]]:
-    """A pynetdicom storage SCP that accepts everything (a second real AE)."""
-    received: list[str] = []
-    lock = threading.Lock()
-
-    def on_store(event: Any) -> int:
-        with lock:
-            received.append(str(event.dataset.SOPInstanceUID))
-        return 0
-
-    ae = AE(ae_title="PACS")
-    ae.supported_contexts = StoragePresentationContexts
-    server = ae.start_server(("127.0.0.1", 0), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert server is not None
-    yield int(server.server_address[1]), received
-    server.shutdown()
 
 
 def test_audit_log_and_no_patient_identifiers_at_info(
