@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pynetdicom import AE, StoragePresentationContexts, evt
+
+from tests.peers import NodeProcess, Orthanc, start_orthanc
+from tests.reliability import destination_toml, start_test_node
 
 
 @pytest.fixture
@@ -28,3 +32,15 @@ def pacs() -> Iterator[tuple[int, list[str]]]:
     assert server is not None
     yield int(server.server_address[1]), received
     server.shutdown()
+
+
+@pytest.fixture
+def node_and_pacs(tmp_path: Path) -> Iterator[tuple[NodeProcess, Orthanc, int]]:
+    """``hypoxnode serve`` sending to a real Orthanc; yields (node, Orthanc, HTTP port)."""
+    pacs = start_orthanc(tmp_path / "orthanc")
+    node = start_test_node(tmp_path / "node",
+                           sections=destination_toml(pacs.ae_title, pacs.dicom_port))
+    assert node.http_port is not None
+    yield node, pacs, node.http_port
+    node.stop()
+    pacs.stop()

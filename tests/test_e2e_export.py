@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.peers import free_port, start_node, start_orthanc, storescu, wait_for
+from tests.reliability import http_json
 from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
@@ -43,12 +42,6 @@ port = {pacs_port}
 """
 
 
-def _study_api(http_port: int, study_uid: str) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{http_port}/api/studies/{study_uid}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return dict(json.loads(response.read()))
-
-
 def _page(http_port: int, study_uid: str) -> str:
     url = f"http://127.0.0.1:{http_port}/studies/{study_uid}"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -73,11 +66,11 @@ def test_pacs_down_then_up_receives_everything_without_anyone_acting(tmp_path: P
         outage_start = time.monotonic()
 
         def failed_attempts() -> bool:
-            exports = _study_api(http_port, study_uid)["exports"]
+            exports = http_json(http_port, f"/api/studies/{study_uid}")["exports"]
             return len(exports) == 3 and all(e["attempts"] >= 2 for e in exports)
 
         wait_for(failed_attempts, 120, "two failed export attempts while the PACS is down")
-        info = _study_api(http_port, study_uid)
+        info = http_json(http_port, f"/api/studies/{study_uid}")
         assert info["state"] == "done"
         for export in info["exports"]:
             assert export["state"] == "pending"
@@ -94,7 +87,7 @@ def test_pacs_down_then_up_receives_everything_without_anyone_acting(tmp_path: P
 
         wait_for(delivered, 120, "SEG, SR and summary in Orthanc after it came up")
         wait_for(lambda: all(e["state"] == "sent"
-                             for e in _study_api(http_port, study_uid)["exports"]),
+                             for e in http_json(http_port, f"/api/studies/{study_uid}")["exports"]),
                  30, "exports recorded as sent")
     finally:
         reserved.close()
@@ -115,11 +108,11 @@ def test_pacs_refusing_the_node_shows_the_failure_with_its_reason(tmp_path: Path
         assert storescu(files, port, "HYPOXNODE").returncode == 0
 
         def given_up() -> bool:
-            exports = _study_api(http_port, study_uid)["exports"]
+            exports = http_json(http_port, f"/api/studies/{study_uid}")["exports"]
             return len(exports) == 3 and all(e["state"] == "failed" for e in exports)
 
         wait_for(given_up, 120, "the refused exports to be marked failed")
-        for export in _study_api(http_port, study_uid)["exports"]:
+        for export in http_json(http_port, f"/api/studies/{study_uid}")["exports"]:
             assert export["last_error"], export
             assert "ORTHANC" in export["last_error"]
         page = _page(http_port, study_uid)

@@ -12,9 +12,7 @@ Real peers: DCMTK storescu sends, the node runs as a subprocess, a real Orthanc 
 
 from __future__ import annotations
 
-import json
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
@@ -28,11 +26,10 @@ from tests.dicomcheck import dciodvfy_errors
 from tests.peers import (
     NodeProcess,
     Orthanc,
-    start_orthanc,
     storescu,
     wait_for,
 )
-from tests.reliability import destination_toml, start_test_node
+from tests.reliability import http_json
 from tests.sr_reading import all_texts, measurement_groups
 from tests.synthetic import SyntheticStudy, make_study, write_study
 
@@ -41,23 +38,6 @@ pytestmark = pytest.mark.e2e
 FACTOR = 1.5
 FRAME = "1.2.826.0.1.3680043.8.498.4242"
 YES = ("SCT", "373066001")
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[NodeProcess, Orthanc, int]]:
-    pacs = start_orthanc(tmp_path / "orthanc")
-    node = start_test_node(tmp_path / "node",
-                           sections=destination_toml(pacs.ae_title, pacs.dicom_port))
-    assert node.http_port is not None
-    http_port = node.http_port
-    yield node, pacs, http_port
-    node.stop()
-    pacs.stop()
-
-
-def _api(http_port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 def _process(node: NodeProcess, http_port: int, study: SyntheticStudy, folder: Path
@@ -69,14 +49,14 @@ def _process(node: NodeProcess, http_port: int, study: SyntheticStudy, folder: P
 
     def done() -> bool:
         try:
-            state = _api(http_port, f"/api/studies/{uid}")["state"]
+            state = http_json(http_port, f"/api/studies/{uid}")["state"]
         except OSError:
             return False
         assert state != "failed", node.log()[-3000:]
         return bool(state == "done")
 
     wait_for(done, 60, f"study {uid} done")
-    return dict(_api(http_port, f"/api/studies/{uid}"))
+    return dict(http_json(http_port, f"/api/studies/{uid}"))
 
 
 def _sr_of(pacs: Orthanc, study_uid: str, tmp_path: Path) -> tuple[Dataset, Path]:
@@ -117,9 +97,9 @@ def _code_items(sr: Dataset) -> dict[tuple[str, str], list[tuple[str, str]]]:
 
 
 def test_follow_up_and_early_delayed_pairs(
-    tmp_path: Path, running: tuple[NodeProcess, Orthanc, int]
+    tmp_path: Path, node_and_pacs: tuple[NodeProcess, Orthanc, int]
 ) -> None:
-    node, pacs, http_port = running
+    node, pacs, http_port = node_and_pacs
     injected = datetime(2024, 3, 5, 9, 0)
     baseline = make_study(patient_id="FOLLOW1", seed=21, frame_of_reference_uid=FRAME,
                           injection_time=injected)

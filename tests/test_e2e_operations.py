@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +24,9 @@ from tests.peers import (
     NodeProcess,
     Orthanc,
     require_tool,
-    start_orthanc,
     storescu,
     wait_for,
 )
-from tests.reliability import destination_toml, start_test_node
 from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
@@ -40,18 +37,6 @@ SCREENSHOT = REPO / "docs" / "status-page.png"
 def _metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[NodeProcess, Orthanc, int]]:
-    pacs = start_orthanc(tmp_path / "orthanc")
-    node = start_test_node(tmp_path / "node",
-                           sections=destination_toml(pacs.ae_title, pacs.dicom_port))
-    assert node.http_port is not None
-    http_port = node.http_port
-    yield node, pacs, http_port
-    node.stop()
-    pacs.stop()
 
 
 def _get(http_port: int, path: str) -> str:
@@ -67,9 +52,9 @@ def _cli(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_metrics_operator_commands_and_web_page(
-    running: tuple[NodeProcess, Orthanc, int], tmp_path: Path
+    node_and_pacs: tuple[NodeProcess, Orthanc, int], tmp_path: Path
 ) -> None:
-    node, pacs, http_port = running
+    node, pacs, http_port = node_and_pacs
     before = _get(http_port, "/metrics")
     study = make_study(field_of_view="pelvis", seed=7)
     study_uid = str(study.pet[0].StudyInstanceUID)
