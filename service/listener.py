@@ -38,6 +38,7 @@ from service import dimse_status
 from service.config import Config
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
+from service.prompt_reactor import start_server
 from service.store import InstanceStore, StoreError, is_valid_uid
 from service.tls import server_context
 
@@ -310,9 +311,4 @@ def start_listener(
     ]
     context = server_context(config.tls, config.node.network_timeout_s) if config.tls.enabled \
         else None
-    server = ae.start_server(
-        (config.node.host, config.node.port), block=False, evt_handlers=handlers,
-        ssl_context=context,
-    )
-    assert server is not None
-    return server
+    return start_server(ae, (config.node.host, config.node.port), handlers, ssl_context=context)

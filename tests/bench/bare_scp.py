@@ -4,7 +4,10 @@ Writes each instance's encoded bytes to ``OUTDIR/<n>.dcm`` without decoding the 
 fsync, no index, no checks; same maximum PDU as the node's default. A reference receiver for
 the benchmark, never a product::
 
-    python tests/bench/bare_scp.py PORT OUTDIR [AE_TITLE]
+    python tests/bench/bare_scp.py PORT OUTDIR [AE_TITLE] [--prompt]
+
+``--prompt``: with hypoxnode's event-driven reactor (``service/prompt_reactor.py``), to
+measure what that alone gains.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ MAX_PDU_BYTES = 262144
 
 def main(argv: list[str]) -> int:
     """Serve until SIGTERM/SIGINT."""
+    prompt = "--prompt" in argv
+    argv = [arg for arg in argv if arg != "--prompt"]
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
@@ -43,10 +48,13 @@ def main(argv: list[str]) -> int:
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax)
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False,
-        evt_handlers=[(evt.EVT_C_STORE, handle_store), (evt.EVT_C_ECHO, lambda e: 0x0000)],
-    )
+    handlers: list[Any] = [(evt.EVT_C_STORE, handle_store), (evt.EVT_C_ECHO, lambda e: 0x0000)]
+    if prompt:
+        from service.prompt_reactor import start_server
+
+        server = start_server(ae, ("127.0.0.1", port), handlers)
+    else:
+        server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -48,7 +48,9 @@ CASES: dict[str, dict[str, Any]] = {
     "poll-100us": {"variant": "poll-100us"},
     "poll-100us + fast-tmp + sqlite-normal": {"variant": "poll-100us,fast-tmp,sqlite-normal"},
     "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
+    "upstream-reactor": {"variant": "upstream-reactor"},
     "pynetdicom bare SCP (reference)": {"receiver": "pynetdicom-bare"},
+    "pynetdicom bare SCP, prompt reactor": {"receiver": "pynetdicom-bare-prompt"},
     "orthanc (reference)": {"receiver": "orthanc"},
 }
 """Case -> how the receiver is started: a node ``variant`` (``node_variant.py``), ``env``
@@ -161,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--code-dir", type=Path, default=REPO)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
+    parser.add_argument("--case", action="append", choices=list(CASES), dest="cases",
+                        help="measure only these cases (repeatable; default all)")
     parser.add_argument("--processing", action="store_true",
                         help="compare the quant levers of quant_variant.py on the whole-body "
                         "study instead of the receiving levers")
@@ -181,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = QUICK_80 if args.quick else PET_CT_600
     files = ensure_copies(spec, workdir / "studies", 1)[0]
     rates: dict[tuple[str, int], list[float]] = {}
-    names = list(CASES)
+    names = args.cases or list(CASES)
     for n_assoc in (1, 4):
         for run in range(args.runs):
             order = names[run % len(names):] + names[:run % len(names)]
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row: dict[str, Any] = {"case": name}
         for n_assoc in (1, 4):
             values = rates.get((name, n_assoc), [])
-            base = rates.get(("baseline", n_assoc), [])
+            base = rates.get((names[0], n_assoc), [])
             median = statistics.median(values) if values else None
             row[f"median_{n_assoc}"] = median
             row[f"runs_{n_assoc}"] = values
@@ -223,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Receiving levers ({result['date_utc']} UTC, {result['machine']['nproc']} cores, "
         f"`{spec.name}`, TCP_NODELAY=1 storescu, median of {args.runs} alternating runs)",
         "",
-        "| case | 1 assoc. /s | vs baseline | 4 assoc. /s | vs baseline |",
+        f"| case | 1 assoc. /s | vs {names[0]} | 4 assoc. /s | vs {names[0]} |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in rows:

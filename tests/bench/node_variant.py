@@ -16,6 +16,9 @@ gain before anybody writes it. ``HXBENCH_VARIANT`` is a comma-separated list of:
     pynetdicom's two 1 ms poll loops per association (``Association._run_reactor`` sleeps
     1 ms per turn, ``DULServiceProvider`` waits ``_run_loop_delay`` = 1 ms when idle) poll
     every 0.1 ms instead: what a receive path woken by data, not by a timer, would gain.
+``upstream-reactor``
+    The listener starts pynetdicom's own polling server (``AE.start_server``) instead of the
+    event-driven one of ``service/prompt_reactor.py``: what that module gains.
 
 Run with the code under test first on ``PYTHONPATH``::
 
@@ -31,7 +34,7 @@ import threading
 import time
 from typing import Any
 
-VARIANTS = ("no-fsync", "fast-tmp", "sqlite-normal", "poll-100us")
+VARIANTS = ("no-fsync", "fast-tmp", "sqlite-normal", "poll-100us", "upstream-reactor")
 
 
 def _fast_mkstemp(suffix: str | None = None, prefix: str | None = None,
@@ -73,6 +76,14 @@ def apply(variants: list[str]) -> None:
             self._run_loop_delay = 0.0001
 
         dul.DULServiceProvider.__init__ = fast_dul  # type: ignore[method-assign]
+    if "upstream-reactor" in variants:
+        from service import listener
+
+        def upstream(ae: Any, address: Any, handlers: Any, ssl_context: Any = None) -> Any:
+            return ae.start_server(address, block=False, evt_handlers=handlers,
+                                   ssl_context=ssl_context)
+
+        listener.start_server = upstream
     if "sqlite-normal" in variants:
         from service import index
 

@@ -148,18 +148,27 @@ def start_storescp(workdir: Path, port: int) -> Running:
     return running
 
 
-def start_bare_scp(workdir: Path, port: int) -> Running:
-    """The bare pynetdicom SCP of ``bare_scp.py`` writing to ``workdir/out`` (no fsync)."""
+def start_bare_scp(workdir: Path, port: int, code_dir: Path | None = None,
+                   prompt: bool = False) -> Running:
+    """The bare pynetdicom SCP of ``bare_scp.py`` writing to ``workdir/out`` (no fsync).
+
+    ``prompt``: with the event-driven reactor of ``service/prompt_reactor.py`` in
+    ``code_dir``.
+    """
     out = workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "bare.log"
+    env = dict(os.environ)
+    if code_dir is not None:
+        env["PYTHONPATH"] = str(code_dir)
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("bare_scp.py")), str(port), str(out),
-             "BARESCP"],
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
+             "BARESCP", *(["--prompt"] if prompt else [])],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, env=env,
         )
-    running = Running("pynetdicom-bare", "BARESCP", port, workdir, process, log_path)
+    kind = "pynetdicom-bare-prompt" if prompt else "pynetdicom-bare"
+    running = Running(kind, "BARESCP", port, workdir, process, log_path)
     _await_echo(running, 30)
     return running
 
@@ -184,7 +193,9 @@ def start_receiver(kind: str, workdir: Path, code_dir: Path) -> Running:
     if kind == "orthanc":
         return start_orthanc_receiver(workdir, port)
     if kind == "pynetdicom-bare":
-        return start_bare_scp(workdir, port)
+        return start_bare_scp(workdir, port, code_dir)
+    if kind == "pynetdicom-bare-prompt":
+        return start_bare_scp(workdir, port, code_dir, prompt=True)
     raise ValueError(f"kind must be one of {RECEIVERS}, not {kind!r}")
 
 
@@ -193,7 +204,7 @@ def stored_count(running: Running) -> int:
     if running.kind == "hypoxnode":
         root = running.workdir / "data" / "instances"
         return sum(1 for _ in root.rglob("*.dcm")) if root.is_dir() else 0
-    if running.kind in ("storescp", "pynetdicom-bare"):
+    if running.kind in ("storescp", "pynetdicom-bare", "pynetdicom-bare-prompt"):
         return sum(1 for p in (running.workdir / "out").iterdir() if p.is_file())
     orthanc = running.extra["orthanc"]
     stats = orthanc.get("/statistics")  # type: ignore[attr-defined]

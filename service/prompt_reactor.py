@@ -1,0 +1,232 @@
+"""Event-driven pynetdicom acceptor: wait for the peer instead of sleeping a millisecond.
+
+pynetdicom 3.0 runs each association in two threads that poll: the DUL thread sleeps 1 ms
+whenever its socket has nothing to read and nothing is queued to send, and the association
+thread sleeps 1 ms before every look at its DIMSE message queue (its source says "TODO: try
+and make this event based"). A C-STORE sender that waits for each response before it sends
+the next instance (DCMTK ``storescu``, most scanners) pays those sleeps on every instance:
+``tests/bench/profile_ingest.py`` found the association thread waiting in them 36 % of its
+time. Here both threads wait on the thing they are waiting for:
+
+- the DUL thread waits in :func:`select.select` on its socket and on a wake-up socket pair
+  that :meth:`PromptDUL.send_pdu` (a response to send) and the stop calls write to;
+- the association thread blocks on its DIMSE message queue, which the DUL thread fills.
+
+Only the waiting changes; every PDU, event and state transition is pynetdicom's own.
+:func:`start_server` starts the threaded server like ``AE.start_server(block=False)`` and
+turns each accepted association into a prompt one just after pynetdicom built and configured
+it. ``tests/test_prompt_reactor.py`` pins the upstream methods this module re-implements, so
+an upgrade of pynetdicom that changes them fails a test instead of drifting silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+from datetime import datetime
+from ssl import SSLContext
+from typing import Any, cast
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pynetdicom.utils import make_target
+
+LOGGER = logging.getLogger("pynetdicom.assoc")
+"""pynetdicom's own logger: the messages below are the upstream reactor's."""
+
+DUL_IDLE_WAIT_S = 0.01
+"""Longest wait of the DUL thread with nothing to do (it re-checks its ARTIM timer then)."""
+
+ASSOCIATION_POLL_S = 0.001
+"""Longest wait of the association thread for a DIMSE message before it re-checks release,
+abort and the network timeout: the interval of pynetdicom's own loop."""
+
+
+class PromptDUL(DULServiceProvider):
+    """A DUL service provider that waits on its socket and a wake-up pair, not on a timer."""
+
+    _wake_receive: socket.socket
+    _wake_send: socket.socket
+
+    def _init_wake_up(self) -> None:
+        self._wake_receive, self._wake_send = socket.socketpair()
+        self._wake_receive.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._run_loop_delay = 0.0  # the wait is in _is_transport_event
+
+    def wake(self) -> None:
+        """Make the DUL thread look at its queues and flags now."""
+        with contextlib.suppress(OSError):  # a byte already pending, or the pair closed
+            self._wake_send.send(b"\0")
+
+    def send_pdu(self, primitive: Any) -> None:
+        """Queue ``primitive`` for sending, as upstream, and wake the DUL thread to send it."""
+        super().send_pdu(primitive)
+        self.wake()
+
+    def kill_dul(self) -> None:
+        """Stop the reactor (upstream) without waiting for its next look at the flag."""
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        """Stop the reactor if in ``'Sta1'``, as upstream, waking it instead of polling."""
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake()
+        if threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def _is_transport_event(self) -> bool:
+        """Upstream's check for incoming data; when there is none, wait for data or a wake-up.
+
+        The reactor calls this only when nothing was queued to send, and sleeps
+        ``_run_loop_delay`` (here 0) after it when no event resulted, so the waiting of the
+        whole loop happens here.
+        """
+        if super()._is_transport_event():
+            return True
+        if self._kill_thread or not self.event_queue.empty() or self.to_provider_queue.qsize():
+            return False
+        watched: list[Any] = [self._wake_receive]
+        peer = self.socket.socket if self.socket is not None else None
+        if peer is not None and peer.fileno() >= 0:
+            watched.append(peer)
+        try:
+            ready, _, _ = select.select(watched, [], [], DUL_IDLE_WAIT_S)
+        except (OSError, ValueError):  # the socket was closed by another thread meanwhile
+            return False
+        if self._wake_receive in ready:
+            self._drain_wake_ups()
+        return super()._is_transport_event() if peer in ready else False
+
+    def _drain_wake_ups(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_receive.recv(4096):
+                pass
+
+    def run(self) -> None:
+        """The thread: upstream's reactor; the wake-up pair is closed when it ends."""
+        try:
+            super().run()
+        finally:
+            self._wake_send.close()
+            self._wake_receive.close()
+
+
+class PromptAssociation(Association):
+    """An acceptor whose reactor blocks on the DIMSE queue instead of sleeping first."""
+
+    def _run_reactor(self) -> None:
+        """pynetdicom 3.0's acceptor loop with ``time.sleep(0.001)`` + non-blocking get
+        replaced by a get that waits up to :data:`ASSOCIATION_POLL_S`."""
+        self._is_paused = False
+        while not self._kill:
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            try:
+                context_id, msg = self.dimse.msg_queue.get(timeout=ASSOCIATION_POLL_S)
+            except queue.Empty:
+                context_id, msg = None, None
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                log_msg = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    log_msg += " (A-P-ABORT)"
+                LOGGER.info(log_msg)
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                LOGGER.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+def make_prompt(assoc: Association) -> None:
+    """Turn a freshly created, not yet started acceptor into a prompt one, in place.
+
+    The classes are swapped rather than the objects rebuilt, so everything pynetdicom's
+    request handler configured (contexts, titles, handlers, the socket and the connection
+    event it already queued) stays as it is. Both subclasses add methods only.
+    """
+    assoc.__class__ = PromptAssociation
+    assoc.dul.__class__ = PromptDUL
+    cast(PromptDUL, assoc.dul)._init_wake_up()
+
+
+class PromptRequestHandler(RequestHandler):
+    """pynetdicom's request handler, handing out prompt associations."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        make_prompt(assoc)
+        return assoc
+
+
+class PromptAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with :class:`PromptRequestHandler`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["request_handler"] = PromptRequestHandler
+        super().__init__(*args, **kwargs)
+
+
+def start_server(
+    ae: AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    ssl_context: SSLContext | None = None,
+) -> ThreadedAssociationServer:
+    """``ae.start_server(address, block=False, ...)`` with prompt associations.
+
+    Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
+    """
+    server = ae.make_server(
+        address, ssl_context=ssl_context, evt_handlers=evt_handlers,
+        server_class=PromptAssociationServer,
+    )
+    timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    thread = threading.Thread(
+        target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
+        daemon=True,
+    )
+    thread.start()
+    ae._servers.append(server)  # as AE.start_server does, so AE.shutdown() stops it
+    return cast(ThreadedAssociationServer, server)
