@@ -1,7 +1,12 @@
 """SQLite index of instances, studies, results and exports.
 
-One connection guarded by a lock, WAL journal with ``synchronous=FULL``: a row is on disk when
-:meth:`Index.record_instance` returns, before the C-STORE success goes back.
+Two connections guarded by one lock, WAL journal. Study, result and export state is written with
+``synchronous=FULL``: on disk when the call returns. Instance rows
+(:meth:`Index.record_instance`, before each C-STORE success) are written with
+``synchronous=NORMAL``: committed and visible at once and kept if the process dies, but a power
+cut may lose the last ones. That loses nothing acknowledged: the instance file itself was
+fsynced first, and start-up reconciliation indexes every file that has no row
+(``Node._reconcile``). It saves an fsync per received instance.
 
 Study states::
 
@@ -148,30 +153,38 @@ class Index(StudyFactsMixin):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db = self._connect("FULL")
         with self._lock:
             self._db.executescript(_SCHEMA + FACTS_SCHEMA)  # executescript commits on its own
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._instance_db = self._connect("NORMAL")
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         with self._lock:
+            self._instance_db.close()
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """One write transaction, on the FULL connection unless ``db`` is given."""
+        db = self._db if db is None else db
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     # -- instances ---------------------------------------------------------------------------
 
@@ -183,7 +196,7 @@ class Index(StudyFactsMixin):
         bool
             True when the instance is new, False for a re-sent one (idempotent).
         """
-        with self._transaction() as db:
+        with self._transaction(self._instance_db) as db:
             existing = db.execute(
                 "SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ?",
                 (record.sop_instance_uid,),

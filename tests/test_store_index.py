@@ -97,3 +97,16 @@ def test_exports_queue_and_backoff_records(tmp_path: Path) -> None:
                       ExportState.FAILED.value: 1}
     assert index.retry_exports("1.2.3") == 1
     assert len(index.due_exports(time.time() + 1)) == 2
+
+
+def test_instance_rows_skip_the_fsync_that_state_changes_keep(tmp_path: Path) -> None:
+    """Instance rows: synchronous=NORMAL (their files are fsynced and re-indexed at start-up);
+    study, result and export state: FULL. Both visible to every reader at once."""
+    index = Index(tmp_path / "index.sqlite")
+    try:
+        assert index._instance_db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert index._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        index.record_instance(_record("1.2.3.1.1"))
+        assert index.all_instance_paths() == {"1.2.3.1.1": _record("1.2.3.1.1").path}
+    finally:
+        index.close()

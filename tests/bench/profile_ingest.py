@@ -39,6 +39,8 @@ def _association_category(stack: str) -> str:
             return label
     if stack.split(";")[-1].startswith("Association._run_reactor ("):
         return "waiting for the next message (1 ms poll loop)"
+    if "PromptAssociation._run_reactor (" in stack and "_serve_request (" not in stack:
+        return "waiting for the next message (blocked on the DIMSE queue)"
     return "DIMSE decoding, responses, other"
 
 
@@ -46,6 +48,8 @@ def _dul_category(stack: str) -> str:
     leaf = stack.split(";")[-1]
     if leaf.startswith("DULServiceProvider.run_reactor (") and "sleep" not in leaf:
         return "poll loop (sleep 1 ms when no event)"
+    if leaf.startswith("PromptDUL._is_transport_event ("):
+        return "waiting for data or a response to send (select)"
     return "socket reads and PDU decoding"
 
 
