@@ -14,7 +14,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -61,13 +61,35 @@ TRANSFER_SYNTAXES = [
 pylibjpeg decoders are installed (JPEG lossless, JPEG-LS, JPEG 2000, RLE)."""
 
 
+class _Counter(Protocol):
+    def inc(self, amount: float = 1.0) -> None: ...
+
+
+class _LabelledCounter(Protocol):
+    def labels(self, *values: str) -> _Counter: ...
+
+
+class ListenerMetrics(Protocol):
+    """The counters the listener moves: :class:`~service.metrics.Metrics`, or in a receiver
+    process :class:`~service.receivers.ForwardedMetrics`."""
+
+    @property
+    def instances_received(self) -> _Counter: ...
+    @property
+    def bytes_received(self) -> _Counter: ...
+    @property
+    def instances_refused(self) -> _Counter: ...
+    @property
+    def associations(self) -> _LabelledCounter: ...
+
+
 class AssociationLog:
     """What each association stored, for one audit line when it ends, and the metrics."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: ListenerMetrics | None = None) -> None:
         self._lock = threading.Lock()
         self._counts: dict[int, _Counts] = {}
-        self.metrics = metrics or Metrics()
+        self.metrics: ListenerMetrics = metrics or Metrics()
 
     def _get(self, assoc: Any) -> _Counts:
         return self._counts.setdefault(id(assoc), _Counts())
@@ -289,12 +311,14 @@ def start_listener(
     config: Config,
     store: InstanceStore,
     index: Index,
-    metrics: Metrics | None = None,
+    metrics: ListenerMetrics | None = None,
+    reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """Start the C-ECHO/C-STORE server in background threads and return it.
 
     Over TLS when ``[tls] enabled``; peers outside ``node.allowed_calling_hosts`` or
     ``node.allowed_calling_ae_titles`` are rejected, and every association is audited.
+    ``reuse_port``: other processes listen on the same port (:mod:`service.receivers`).
     """
     ae = build_ae(config)
     assoc_log = AssociationLog(metrics)
@@ -311,4 +335,5 @@ def start_listener(
     ]
     context = server_context(config.tls, config.node.network_timeout_s) if config.tls.enabled \
         else None
-    return start_server(ae, (config.node.host, config.node.port), handlers, ssl_context=context)
+    return start_server(ae, (config.node.host, config.node.port), handlers, ssl_context=context,
+                        reuse_port=reuse_port)

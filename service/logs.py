@@ -13,7 +13,8 @@ import time
 
 
 class JsonLineFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+    """One JSON object per line: time, level, logger, process id, message (and the exception,
+    if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -21,6 +22,7 @@ class JsonLineFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -35,10 +37,20 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
         handler.setFormatter(JsonLineFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    set_levels(level)
+
+
+def set_levels(level: str) -> None:
+    """The node's log level, with pynetdicom's and APScheduler's chatter kept to warnings.
+
+    Also used by receiver processes (:mod:`service.receivers`), which send their records to
+    the node process to be written.
+    """
+    root = logging.getLogger()
     root.setLevel(level.upper())
     # pynetdicom logs every PDU at INFO; keep its chatter to warnings.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))

@@ -31,6 +31,7 @@ from service.listener import start_listener
 from service.metrics import Metrics
 from service.prior_lookup import follow_up_input
 from service.processing import ProcessingOutcome, process_study, warm_up
+from service.receivers import ReceiverPool
 from service.retention import purge_delivered
 from service.sender import Sender
 from service.store import InstanceStore
@@ -68,6 +69,7 @@ class Node:
         self.scheduler = BackgroundScheduler(daemon=True)
         self._executor: ProcessPoolExecutor | None = None
         self._server: ThreadedAssociationServer | None = None
+        self._receivers = ReceiverPool(config, self.metrics)
         self._http: HttpServer | None = None
         self._in_flight: dict[str, _Job] = {}
         self._studies_in_pool = 0
@@ -120,11 +122,13 @@ class Node:
             self._http = HttpServer(self)
             self._http.start()
             log.info("status page on http://%s:%d/", self.config.http.host, self._http.port)
-        self._server = start_listener(self.config, self.store, self.index, self.metrics)
+        self._server = start_listener(self.config, self.store, self.index, self.metrics,
+                                      reuse_port=self._receivers.size > 0)
+        self._receivers.start(self.port)
         log.info(
-            "listening as %s on %s:%d, data in %s, %d destination(s)",
-            self.config.node.ae_title, self.config.node.host, self.port, self.config.data_dir,
-            len(self.config.destinations),
+            "listening as %s on %s:%d (%d receiving process(es)), data in %s, %d destination(s)",
+            self.config.node.ae_title, self.config.node.host, self.port,
+            self._receivers.size + 1, self.config.data_dir, len(self.config.destinations),
         )
 
     def stop(self, grace_s: float = 30.0) -> None:
@@ -134,6 +138,7 @@ class Node:
             active = server.active_associations
             server.shutdown()
             deadline = time.monotonic() + grace_s
+            self._receivers.stop(grace_s)  # meanwhile the node's own associations go on
             for assoc in active:
                 assoc.join(max(0.0, deadline - time.monotonic()))
         if self.scheduler.running:
@@ -449,6 +454,11 @@ class Node:
             "ae_title": self.config.node.ae_title,
             "port": self.port if self._server is not None else None,
             "listening": self.listening,
+            "receiver_processes": {
+                "configured": self._receivers.size + 1,
+                "running": self._receivers.ready_count + (1 if self.listening else 0),
+                "restarts": self._receivers.restarts,
+            },
             "studies": self.index.count_studies(),
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],

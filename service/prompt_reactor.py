@@ -232,9 +232,26 @@ class PromptRequestHandler(RequestHandler):
 class PromptAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with :class:`PromptRequestHandler`."""
 
+    reuse_port = False
+    """Set ``SO_REUSEPORT`` before binding, so other processes can listen on the same port."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = PromptRequestHandler
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """Bind as upstream, with ``SO_REUSEPORT`` first when :attr:`reuse_port`."""
+        if self.reuse_port:
+            cast(socket.socket, self.socket).setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEPORT, 1
+            )
+        super().server_bind()
+
+
+class SharedPortAssociationServer(PromptAssociationServer):
+    """A :class:`PromptAssociationServer` whose port other processes listen on too."""
+
+    reuse_port = True
 
 
 def start_server(
@@ -242,14 +259,16 @@ def start_server(
     address: tuple[str, int],
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with prompt associations.
 
+    ``reuse_port``: listen with ``SO_REUSEPORT`` (see :mod:`service.receivers`).
     Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
     """
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
-        server_class=PromptAssociationServer,
+        server_class=SharedPortAssociationServer if reuse_port else PromptAssociationServer,
     )
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(

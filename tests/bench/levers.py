@@ -49,6 +49,8 @@ CASES: dict[str, dict[str, Any]] = {
     "poll-100us + fast-tmp + sqlite-normal": {"variant": "poll-100us,fast-tmp,sqlite-normal"},
     "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
     "upstream-reactor": {"variant": "upstream-reactor"},
+    "receiver_processes = 1": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"}},
+    "receiver_processes = 3": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "3"}},
     "pynetdicom bare SCP (reference)": {"receiver": "pynetdicom-bare"},
     "pynetdicom bare SCP, prompt reactor": {"receiver": "pynetdicom-bare-prompt"},
     "orthanc (reference)": {"receiver": "orthanc"},

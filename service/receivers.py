@@ -1,0 +1,276 @@
+"""More than one receiving process on the DICOM port.
+
+One Python process receives at most one core's worth of C-STOREs (the GIL), and pynetdicom
+spends ~2.7 ms of CPU per instance; with several scanners sending at once that, not the disk,
+is the limit. With ``[node] receiver_processes`` above 1, the node process starts that many
+minus one *receiver processes*; each listens on the same port (``SO_REUSEPORT``: the kernel
+deals new connections out among the listening sockets) with the same AE, allow-lists, TLS and
+handler, writes to the same store and index (SQLite serialises the writers), and forwards its
+log records and metric increments to the node process, which logs them and serves them on
+``/metrics``. Processing, the scheduler, the sender and the HTTP interface stay in the node
+process.
+
+A receiver process that dies is restarted within :data:`SUPERVISE_INTERVAL_S` (its open
+associations are lost: their senders get no success for the instance in flight and send it
+again; every instance already acknowledged is on disk). Receiver processes end with the node
+process, also when it is killed (``PR_SET_PDEATHSIG`` on Linux, and a check of the parent
+process id every :data:`PARENT_CHECK_S` everywhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import logging.handlers
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from service.config import Config
+from service.index import Index
+from service.listener import start_listener
+from service.logs import set_levels
+from service.metrics import Metrics
+from service.store import InstanceStore
+
+log = logging.getLogger("hypoxnode.receivers")
+
+SUPERVISE_INTERVAL_S = 1.0
+"""How often the node process looks for receiver processes that died."""
+
+PARENT_CHECK_S = 0.5
+"""How often a receiver process checks that the node process still runs."""
+
+METRICS_FLUSH_S = 0.25
+"""How often a receiver process sends its metric increments to the node process."""
+
+STOP_GRACE_S = 10.0
+"""How long a stopping receiver process lets its open associations finish."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def resolved_count(config: Config) -> int:
+    """Receiving processes in all (the node process included) for ``config``.
+
+    ``receiver_processes = 0`` means one per CPU core, at most 4.
+    """
+    wanted = config.node.receiver_processes
+    return wanted if wanted > 0 else max(1, min(os.cpu_count() or 1, 4))
+
+
+class _ForwardedCounter:
+    """A counter (or one labelled child of it) whose increments go to the node process."""
+
+    def __init__(self, sink: ForwardedMetrics, name: str, labels: tuple[str, ...] = ()) -> None:
+        self._sink, self._name, self._labels = sink, name, labels
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._sink.add(self._name, self._labels, amount)
+
+    def labels(self, *values: str) -> _ForwardedCounter:
+        return _ForwardedCounter(self._sink, self._name, tuple(values))
+
+
+class ForwardedMetrics:
+    """The listener's metrics in a receiver process.
+
+    Increments are summed here and sent to the node process every :data:`METRICS_FLUSH_S`
+    (one message, whatever the number of instances).
+    """
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.instances_received = _ForwardedCounter(self, "instances_received")
+        self.bytes_received = _ForwardedCounter(self, "bytes_received")
+        self.instances_refused = _ForwardedCounter(self, "instances_refused")
+        self.associations = _ForwardedCounter(self, "associations")
+
+    def add(self, name: str, labels: tuple[str, ...], amount: float) -> None:
+        """Count ``amount`` more for the counter ``name`` (with ``labels``)."""
+        with self._lock:
+            self._pending[(name, labels)] = self._pending.get((name, labels), 0.0) + amount
+
+    def flush(self) -> None:
+        """Send what was counted since the last flush."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self._events.put(("metrics", pending))
+
+
+def _apply_metrics(metrics: Metrics, increments: dict[tuple[str, tuple[str, ...]], float]) -> None:
+    for (name, labels), amount in increments.items():
+        counter = getattr(metrics, name, None)
+        if counter is None:
+            continue
+        (counter.labels(*labels) if labels else counter).inc(amount)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the thread that started it ends."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> None:
+    """A receiver process: serve the DICOM port until SIGTERM or the node process is gone."""
+    _die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the node stops us
+    logging.getLogger().handlers[:] = [logging.handlers.QueueHandler(events)]
+    set_levels(config.log.level)
+    logging.getLogger("hypoxnode.audit").setLevel(logging.INFO)  # kept whatever the level
+
+    config = config.model_copy(update={"node": config.node.model_copy(update={"port": port})})
+    store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
+    index = Index(config.data_dir / "index.sqlite")
+    metrics = ForwardedMetrics(events)
+    server = start_listener(config, store, index, metrics, reuse_port=True)
+    events.put(("ready", os.getpid()))
+    while not stop.wait(min(PARENT_CHECK_S, METRICS_FLUSH_S)):
+        metrics.flush()
+        if os.getppid() != parent_pid:
+            break
+    active = server.active_associations
+    server.shutdown()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for assoc in active:
+        assoc.join(max(0.0, deadline - time.monotonic()))
+    metrics.flush()
+    index.close()
+
+
+class ReceiverPool:
+    """The receiver processes of one node (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The node's configuration.
+    metrics
+        The node process's metrics, which the receivers' increments are added to.
+    """
+
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.size = resolved_count(config) - 1
+        self.restarts = 0
+        self._context = multiprocessing.get_context("spawn")
+        self._events: Any = None
+        self._processes: list[BaseProcess] = []
+        self._ready: set[int] = set()
+        self._port = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the receiver processes running now."""
+        with self._lock:
+            return [p.pid for p in self._processes if p.pid is not None and p.is_alive()]
+
+    @property
+    def ready_count(self) -> int:
+        """How many of the running receiver processes listen already."""
+        return len(set(self.pids) & self._ready)
+
+    def start(self, port: int) -> None:
+        """Start the receiver processes on ``port`` (the node process already listens on it)."""
+        if self.size <= 0:
+            return
+        self._port = port
+        self._events = self._context.Queue()
+        self._threads = [
+            threading.Thread(target=self._drain, name="receivers-events", daemon=True),
+            threading.Thread(target=self._supervise, name="receivers", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM every receiver process, wait up to ``grace_s``, then kill what is left."""
+        if self._events is None:
+            return
+        self._stop.set()
+        for thread in self._threads[1:]:
+            thread.join()  # the supervisor: no restart after this point
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + grace_s + 2.0
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("receiver process %s did not stop in time: killed", process.pid)
+                process.kill()
+                process.join(5)
+        self._events.put(None)
+        for thread in self._threads[:1]:
+            thread.join(5)
+        self._events.close()
+        self._events = None
+
+    def _spawn(self) -> BaseProcess:
+        process = self._context.Process(
+            target=receiver_main, args=(self.config, self._port, self._events, os.getpid()),
+            name="hypoxnode-receiver", daemon=True,
+        )
+        process.start()
+        return process
+
+    def _supervise(self) -> None:
+        """Start the processes, then restart any that dies, from this one long-lived thread.
+
+        ``PR_SET_PDEATHSIG`` fires when the *thread* that started a process ends, so all of
+        them are started here and this thread lives as long as the pool.
+        """
+        with self._lock:
+            self._processes = [self._spawn() for _ in range(self.size)]
+        while not self._stop.wait(SUPERVISE_INTERVAL_S):
+            with self._lock:
+                for number, process in enumerate(self._processes):
+                    if process.is_alive() or self._stop.is_set():
+                        continue
+                    log.error(
+                        "receiver process %s ended (exit code %s); starting another",
+                        process.pid, process.exitcode,
+                    )
+                    self._ready.discard(process.pid or 0)
+                    self._processes[number] = self._spawn()
+                    self.restarts += 1
+
+    def _drain(self) -> None:
+        """Log the receivers' records and add their metric increments, in the node process."""
+        while True:
+            try:
+                event = self._events.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            if event is None:
+                return
+            if isinstance(event, logging.LogRecord):
+                logging.getLogger(event.name).handle(event)
+            elif event[0] == "metrics":
+                _apply_metrics(self.metrics, event[1])
+            elif event[0] == "ready":
+                self._ready.add(event[1])

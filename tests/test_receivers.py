@@ -1,0 +1,146 @@
+"""Several receiving processes on one DICOM port (``[node] receiver_processes``).
+
+A real ``hypoxnode serve`` with DCMTK ``storescu`` senders; the processes are found through
+the status API and ``/proc``, and killed with real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pydicom import examples
+from pydicom.uid import generate_uid
+
+from tests.peers import storescu, wait_for
+from tests.reliability import http_json, index_rows, start_test_node
+
+SENDERS = 8
+FILES_PER_SENDER = 5
+
+
+def _study(directory: Path, files: int) -> list[Path]:
+    directory.mkdir(parents=True)
+    study_uid = generate_uid()
+    paths = []
+    for number in range(files):
+        ds = examples.ct.copy()
+        ds.StudyInstanceUID = study_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        paths.append(directory / f"{number}.dcm")
+        ds.save_as(paths[-1])
+    return paths
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(")") + 2:].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+def _metric(http_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_connections_are_served_by_several_processes_and_counted_by_the_node(
+    tmp_path: Path,
+) -> None:
+    node = start_test_node(tmp_path, node_extra="receiver_processes = 3\n")
+    try:
+        status = http_json(node.http_port, "/api/status")["receiver_processes"]
+        assert status["configured"] == 3
+        wait_for(lambda: http_json(node.http_port, "/api/status")["receiver_processes"]
+                 ["running"] == 3, 30, "3 receiving processes")
+        studies = [_study(tmp_path / f"s{n}", FILES_PER_SENDER) for n in range(SENDERS)]
+        with ThreadPoolExecutor(SENDERS) as pool:
+            results = list(pool.map(lambda files: storescu(files, node.port, "HYPOXNODE"),
+                                    studies))
+        assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+        rows = index_rows(tmp_path / "data", "SELECT COUNT(*) AS n FROM instances")
+        assert rows[0]["n"] == SENDERS * FILES_PER_SENDER
+
+        # Every association was logged by the node process, tagged with the pid that served it
+        accepted = re.findall(
+            r"\[(\d+)\] hypoxnode\.audit: association accepted from SCANNER@", node.log())
+        assert len(accepted) == SENDERS
+        assert len(set(accepted)) >= 2, f"one process served all {SENDERS}: {accepted}"
+        wait_for(lambda: _metric(node.http_port, "hypoxnode_instances_received_total")
+                 == SENDERS * FILES_PER_SENDER, 10, "/metrics to count every instance")
+    finally:
+        node.stop()
+
+
+def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
+    tmp_path: Path,
+) -> None:
+    node = start_test_node(tmp_path, node_extra="receiver_processes = 2\n")
+    try:
+        wait_for(lambda: http_json(node.http_port, "/api/status")["receiver_processes"]
+                 ["running"] == 2, 30, "2 receiving processes")
+        receivers = {pid for pid in _children(node.process.pid)
+                     if _listens_on(pid, node.port)}
+        assert len(receivers) == 1, receivers
+        victim = receivers.pop()
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: any(pid != victim and _listens_on(pid, node.port)
+                             for pid in _children(node.process.pid)), 30,
+                 "a new receiver process listening")
+        assert http_json(node.http_port, "/api/status")["receiver_processes"]["restarts"] == 1
+        assert f"receiver process {victim} ended" in node.log()
+        files = _study(tmp_path / "after", 4)
+        for _ in range(4):  # connections dealt to both processes still succeed
+            assert storescu(files, node.port, "HYPOXNODE").returncode == 0
+
+        survivors = {pid for pid in _children(node.process.pid) if _listens_on(pid, node.port)}
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in survivors), 15,
+                 "receiver processes to end with the killed node")
+    finally:
+        node.stop()
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (from /proc)."""
+    try:
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+                  for fd in os.listdir(f"/proc/{pid}/fd")
+                  if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+        table = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in table:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port and inode in inodes:
+            return True
+    return False
+
+
+def test_one_process_when_configured_so(tmp_path: Path) -> None:
+    node = start_test_node(tmp_path, node_extra="receiver_processes = 1\n")
+    try:
+        status = http_json(node.http_port, "/api/status")["receiver_processes"]
+        assert status == {"configured": 1, "running": 1, "restarts": 0}
+        assert not [pid for pid in _children(node.process.pid) if _listens_on(pid, node.port)]
+        files = _study(tmp_path / "one", 3)
+        assert storescu(files, node.port, "HYPOXNODE").returncode == 0
+    finally:
+        node.stop()
