@@ -62,12 +62,40 @@ def component_at(mask: np.ndarray, index: tuple[int, int, int]) -> np.ndarray:
     Returns an all-False array when ``mask[index]`` is False.
     """
     mask = np.asarray(mask, dtype=bool)
+    out = np.zeros_like(mask)
     if not mask[index]:
-        return np.zeros_like(mask)
-    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        return out
+    # Every path between voxels of the mask lies inside its bounding box: labelling the box
+    # gives the same component as labelling the whole image, with box-sized temporaries.
+    box = _box_of(mask)
+    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
     labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, True))
-    out: np.ndarray = labels == labels[index]
+    local = tuple(i - b.start for i, b in zip(index, box, strict=True))
+    out[box] = labels == labels[local]
     return out
+
+
+def _box_of(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the bounding box of a non-empty bool ``mask`` (one projection per axis)."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def peak_index(values: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """Index ``(slice, row, col)`` of the highest of ``values`` inside ``mask``.
+
+    The same voxel as ``argmax`` of ``values`` with every voxel outside ``mask`` set to -inf
+    (the first in C order on ties; ``(0, 0, 0)`` for an empty mask), without that full-size
+    temporary.
+    """
+    inside = np.flatnonzero(mask)
+    flat = int(inside[np.argmax(np.take(values, inside))]) if inside.size else 0
+    k, j, i = (int(v) for v in np.unravel_index(flat, np.shape(mask)))
+    return k, j, i
 
 
 def sphere_kernel(
@@ -148,12 +176,11 @@ def hypoxic_subvolumes(
     if not np.isfinite(muscle_suv_mean) or muscle_suv_mean <= 0:
         raise ValueError(f"muscle_suv_mean must be > 0, got {muscle_suv_mean}")
     voxel_ml = voxel_volume_ml(spacing_mm)
-    masked = np.where(mask, suv_array, -np.inf)
-    peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), mask.shape))
+    peak = peak_index(suv_array, mask)
     lesion_voxels = int(mask.sum())
     out = []
     for t in thresholds:
-        sub = component_at(mask & (suv_array >= t * muscle_suv_mean), peak)  # type: ignore[arg-type]
+        sub = component_at(mask & (suv_array >= t * muscle_suv_mean), peak)
         count = int(sub.sum())
         out.append(
             HypoxicSubvolume(
@@ -203,8 +230,7 @@ def lesion_figures(
     if not np.isfinite(muscle_suv_mean) or muscle_suv_mean <= 0:
         raise ValueError(f"muscle_suv_mean must be > 0, got {muscle_suv_mean}")
     values = suv_array[mask]
-    masked = np.where(mask, suv_array, -np.inf)
-    max_index = tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), mask.shape))
+    max_index = peak_index(suv_array, mask)
     suv_max = float(values.max())
     suv_mean = float(values.mean())
     return LesionResult(

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
+from quant.figures import peak_index
 from quant.search_region import BODY_HU, LUNG_MIN_ML, filled_body
 
 ORGANS = ("liver", "urine", "brain", "bowel", "heart")
@@ -236,7 +237,7 @@ def physiological_reason(
     if "liver" in organs and (large or truncated) and liver_like:
         return "liver"
     if "urine" in organs:
-        peak = np.unravel_index(int(np.argmax(np.where(component, suv, -np.inf))), suv.shape)
+        peak = peak_index(suv, component)
         around = tuple(slice(max(int(i) - 1, 0), int(i) + 2) for i in peak)
         in_fluid = FLUID_HU[0] <= float(anatomy.hu[peak]) <= FLUID_HU[1]
         in_fluid = in_fluid and float(anatomy.hu[around].min()) > AIR_EDGE_HU

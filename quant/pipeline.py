@@ -108,7 +108,6 @@ def quantify(
     if ct:
         ct_on_pet = resample_to(load_ct_hu(ct), volume.suv, CT_AIR_HU)
 
-    suv_array = sitk.GetArrayViewFromImage(volume.suv).astype(np.float64)
     spacing = tuple(float(s) for s in volume.suv.GetSpacing())
     voxel_ml = float(np.prod(spacing)) / 1000.0
 
@@ -124,6 +123,8 @@ def quantify(
     else:
         masks = detect_lesions(volume.suv, muscle.suv_mean, resolved, ct_hu_on_pet=ct_on_pet)
         source, regions = "detected", [("", mask) for mask in masks]
+    # made only now: the segmentation steps above hold float64 copies of their own
+    suv_array = sitk.GetArrayViewFromImage(volume.suv).astype(np.float64)
     lesions: list[LesionResult] = [
         lesion_figures(
             suv_array,

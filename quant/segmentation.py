@@ -48,7 +48,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.errors import QuantificationError
-from quant.figures import component_at, muscle_figures, voxel_volume_ml
+from quant.figures import component_at, muscle_figures, peak_index, voxel_volume_ml
 from quant.physiology import (
     anatomy_from_ct,
     bounding_box,
@@ -77,7 +77,8 @@ class _Grid:
     voxel_ml: float
 
 
-def _arrays(suv: sitk.Image, ct_hu_on_pet: sitk.Image | None) -> _Grid:
+def _arrays(suv: sitk.Image, ct_hu_on_pet: sitk.Image | None, *, with_hu: bool = True) -> _Grid:
+    """SUV (and, ``with_hu``, CT numbers) as float64 arrays, the CT checked to be on the grid."""
     if suv.GetDimension() != 3:
         raise ValueError(f"suv must be a 3-D image, got {suv.GetDimension()}-D")
     spacing = (float(suv.GetSpacing()[0]), float(suv.GetSpacing()[1]), float(suv.GetSpacing()[2]))
@@ -89,7 +90,8 @@ def _arrays(suv: sitk.Image, ct_hu_on_pet: sitk.Image | None) -> _Grid:
             raise ValueError(
                 "ct_hu_on_pet must be on the PET grid (resample it with quant.volume.resample_to)"
             )
-        hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
+        if with_hu:
+            hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
     return _Grid(
         suv=sitk.GetArrayFromImage(suv).astype(np.float64),
         hu=hu,
@@ -135,20 +137,20 @@ def _side(columns: np.ndarray, body_centre_col: float, n_cols: int) -> str:
 
 def _muscle_components(
     candidates: np.ndarray, suv: np.ndarray, voxel_ml: float
-) -> list[tuple[float, int, np.ndarray]]:
-    """(median SUV, voxel count, mask) of each component large enough, lowest median first."""
+) -> tuple[np.ndarray, list[tuple[float, int, int]]]:
+    """Component labels, and (median SUV, voxel count, label) of each component large enough,
+    lowest median first (labels, not masks: a whole-body CT can have dozens of them)."""
     labels, n = _labels(candidates)
     if n == 0:
-        return []
+        return labels, []
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     out = []
     for lab in np.flatnonzero(counts * voxel_ml >= MUSCLE_MIN_COMPONENT_ML):
         if lab == 0:
             continue
-        comp = labels == lab
-        out.append((float(np.median(suv[comp])), int(counts[lab]), comp))
+        out.append((float(np.median(suv[labels == lab])), int(counts[lab]), int(lab)))
     out.sort(key=lambda item: item[0])
-    return out
+    return labels, out
 
 
 def muscle_reference(
@@ -181,7 +183,7 @@ def muscle_reference(
     body = _largest(grid.hu > BODY_HU)
     candidates = body & (grid.hu >= lo) & (grid.hu <= hi) & ~enclosed_by_bone(grid.hu)
     candidates = _erode(candidates, grid.spacing, MUSCLE_EROSION_MM)
-    components = _muscle_components(candidates, grid.suv, grid.voxel_ml)
+    labels, components = _muscle_components(candidates, grid.suv, grid.voxel_ml)
     if not components:
         raise QuantificationError(
             f"no skeletal muscle found: no region of {lo:g}..{hi:g} HU larger than "
@@ -190,11 +192,12 @@ def muscle_reference(
     lowest = components[0][0]
     chosen = np.zeros_like(candidates)
     kept = 0
-    for median, count, comp in sorted(components, key=lambda c: -c[1]):
+    for median, count, lab in sorted(components, key=lambda c: -c[1]):
         similar = median <= lowest * (1.0 + MUSCLE_MEDIAN_BAND)
         if similar and kept * grid.voxel_ml < MUSCLE_TARGET_ML:
-            chosen |= comp
+            chosen |= labels == lab
             kept += count
+    del labels
     values = grid.suv[chosen]
     median = float(np.median(values))
     mad = max(float(np.median(np.abs(values - median))) * 1.4826, MUSCLE_MIN_MAD * median)
@@ -223,11 +226,10 @@ def delineate(
     enclosed holes filled. The level is ``fraction_of_max`` x SUVmax (``percent_of_max``), or
     ``level`` when given (``tm_threshold``: lowest hypoxic threshold x muscle SUVmean).
     """
-    masked = np.where(region, suv, -np.inf)
-    peak = tuple(int(i) for i in np.unravel_index(int(np.argmax(masked)), suv.shape))
+    peak = peak_index(suv, region)
     if level is None:
         level = fraction_of_max * float(suv[peak])
-    lesion = component_at(region & (suv >= level), peak)  # type: ignore[arg-type]
+    lesion = component_at(region & (suv >= level), peak)
     box = bounding_box(lesion, margin=1)  # holes lie inside the box: same result, faster
     filled = sitk.BinaryFillhole(sitk.GetImageFromArray(lesion[box].astype(np.uint8)), True, 1)
     out = np.zeros_like(lesion, dtype=bool)
@@ -277,7 +279,7 @@ def detect_lesions(
         if settings.delineation == "tm_threshold"
         else None
     )
-    grid = _arrays(suv, ct_hu_on_pet)
+    grid = _arrays(suv, ct_hu_on_pet, with_hu=False)  # the CT rules take it from the image
     allowed = search_mask(suv, settings, ct_hu_on_pet)
     labels, n = _labels(grid.suv > settings.lesion_tm_threshold * muscle_suv_mean)
     if n == 0:

@@ -9,13 +9,16 @@ factor.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
+from pydicom.tag import BaseTag
 
 from quant.errors import QuantificationError
 from quant.pet_header import (
@@ -35,6 +38,9 @@ SPACING_WARN_FRACTION = 0.001
 """Slice-spacing deviation (fraction of the median) above which we warn."""
 SPACING_REFUSE_FRACTION = 0.1
 """Slice-spacing deviation (fraction of the median) above which we refuse (a gap)."""
+PIXEL_DATA = BaseTag(0x7FE00010)
+SLAB_SLICES = 32
+"""Slices rescaled at a time while a CT image is built (bounds the extra memory)."""
 
 
 @dataclass
@@ -198,10 +204,15 @@ def _image(array: np.ndarray, stack: _Stack) -> sitk.Image:
     image = sitk.GetImageFromArray(
         np.ascontiguousarray(array, dtype=array.dtype if keep else np.float32)
     )
+    _place(image, stack)
+    return image
+
+
+def _place(image: sitk.Image, stack: _Stack) -> None:
+    """Give ``image`` the origin, spacing and direction of ``stack``."""
     image.SetOrigin(tuple(float(v) for v in stack.origin))
     image.SetSpacing(stack.spacing)
     image.SetDirection(tuple(float(v) for v in stack.direction.ravel()))
-    return image
 
 
 def _single_series(datasets: Sequence[Dataset]) -> None:
@@ -232,16 +243,24 @@ def _rescale(datasets: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
     return slopes, intercepts
 
 
-def _sorted_classic(
-    datasets: Sequence[Dataset], dtype: type[np.number] | None = np.float64
-) -> tuple[list[Dataset], _Stack, np.ndarray]:
-    """Sort single-frame slices along the normal and rescale them, one slice at a time.
+@dataclass(frozen=True)
+class _Series:
+    """Single-frame slices sorted along the normal, with the rescale of each."""
 
-    The output is allocated once in ``dtype`` and filled slice by slice, so a large series
-    (600 CT slices of 512 x 512) never holds more than one extra slice in memory. With
-    ``dtype=None`` the values are int16 when every RescaleSlope is 1 and every
-    RescaleIntercept an integer (CT in HU: half the memory of float32), else float32.
-    """
+    ordered: list[Dataset]
+    stack: _Stack
+    slopes: np.ndarray
+    intercepts: np.ndarray
+
+    def integral(self) -> bool:
+        """Every RescaleSlope 1 and every RescaleIntercept an integer (the usual CT)."""
+        return bool(
+            np.all(self.slopes == 1.0) and np.all(self.intercepts == np.round(self.intercepts))
+        )
+
+
+def _sorted_series(datasets: Sequence[Dataset]) -> _Series:
+    """Check, sort and de-duplicate single-frame slices (no pixel data is decoded)."""
     if not datasets:
         raise QuantificationError("no images: the series is empty")
     _single_series(datasets)
@@ -255,26 +274,68 @@ def _sorted_classic(
     stack = _stack_geometry(planes, _same_pixels(datasets), instance)
     ordered = [datasets[i] for i in stack.order]
     slopes, intercepts = _rescale(ordered)
-    if dtype is None:
-        integral = bool(np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts)))
-        dtype = np.int16 if integral else np.float32
-    # pydicom.pixels.pixel_array decodes without caching the array on the dataset (as
-    # Dataset.pixel_array does), so decoded slices do not pile up in memory.
-    first = pixel_array(ordered[0])
-    values = np.empty((len(ordered), *first.shape), dtype=dtype)
-    for index, ds in enumerate(ordered):
-        pixels = first if index == 0 else pixel_array(ds)
-        if pixels.shape != first.shape:
+    return _Series(ordered, stack, slopes, intercepts)
+
+
+def _decoded(ds: Dataset) -> np.ndarray:
+    """The decoded pixels of one single-frame dataset, leaving a deferred PixelData deferred.
+
+    A dataset read with ``dcmread(..., defer_size=...)`` holds its PixelData as a deferred
+    element: pydicom reads it from the file when it is first used and then keeps it on the
+    dataset. Here the deferred element is put back after decoding, so a series read that way
+    holds one slice of pixel data at a time, not all of them. (``pydicom.pixels.pixel_array``
+    does not cache the decoded array on the dataset, as ``Dataset.pixel_array`` does.)
+    """
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    try:
+        return pixel_array(ds)
+    finally:
+        if isinstance(raw, RawDataElement) and raw.value is None:
+            ds[PIXEL_DATA] = raw
+
+
+def _decoded_slices(ordered: Sequence[Dataset]) -> Iterator[np.ndarray]:
+    """The decoded pixels of each slice in turn, all of the first slice's shape."""
+    shape: tuple[int, ...] | None = None
+    for ds in ordered:
+        pixels = _decoded(ds)
+        if shape is None:
+            shape = pixels.shape
+        elif pixels.shape != shape:
             raise QuantificationError(
-                f"Rows/Columns differ between slices ({first.shape} and {pixels.shape}):"
+                f"Rows/Columns differ between slices ({shape} and {pixels.shape}):"
                 " one series must have one matrix size"
             )
-        if dtype is np.int16:
-            np.add(pixels, np.int32(intercepts[index]), out=values[index], casting="unsafe")
-        else:
-            np.multiply(pixels, slopes[index], out=values[index], casting="unsafe")
-            values[index] += intercepts[index]
-    return ordered, stack, values
+        yield pixels
+
+
+def _rescale_into(out: np.ndarray, pixels: np.ndarray, slope: float, intercept: float) -> None:
+    """``out[...] = pixels x slope + intercept`` without a temporary of another type.
+
+    An int16 ``out`` (integral rescale, slope 1) gets ``pixels + intercept``.
+    """
+    if out.dtype == np.int16:
+        np.add(pixels, np.int32(intercept), out=out, casting="unsafe")
+    else:
+        np.multiply(pixels, slope, out=out, casting="unsafe")
+        out += intercept
+
+
+def _sorted_classic(
+    datasets: Sequence[Dataset], dtype: type[np.number] = np.float64
+) -> tuple[list[Dataset], _Stack, np.ndarray]:
+    """Sort single-frame slices along the normal and rescale them, one slice at a time.
+
+    The output is allocated once in ``dtype`` and filled slice by slice, so the series never
+    holds more than one extra slice in memory.
+    """
+    series = _sorted_series(datasets)
+    slices = _decoded_slices(series.ordered)
+    first = next(slices)
+    values = np.empty((len(series.ordered), *first.shape), dtype=dtype)
+    for index, pixels in enumerate(itertools.chain([first], slices)):
+        _rescale_into(values[index], pixels, series.slopes[index], series.intercepts[index])
+    return series.ordered, series.stack, values
 
 
 def _with_warnings(facts: SuvFacts, extra: Sequence[str]) -> SuvFacts:
@@ -430,8 +491,38 @@ def load_ct_hu(datasets: Sequence[Dataset]) -> sitk.Image:
         raise QuantificationError(
             "Enhanced CT multi-frame images are not supported: send the CT as single-frame images"
         )
-    _, stack, values = _sorted_classic(datasets, dtype=None)
-    return _image(values, stack)
+    series = _sorted_series(datasets)
+    dtype = np.int16 if series.integral() else np.float32
+    return _image_in_slabs(series, dtype)
+
+
+def _image_in_slabs(series: _Series, dtype: type[np.number]) -> sitk.Image:
+    """The rescaled series as an image, built :data:`SLAB_SLICES` slices at a time.
+
+    The image is allocated once and each slab is pasted into it in place, so a large series
+    (600 CT slices of 512 x 512) is never held twice (as an array and as an image).
+    """
+    slices = _decoded_slices(series.ordered)
+    first = next(slices)
+    if first.ndim != 2:
+        raise QuantificationError(
+            "SamplesPerPixel (0028,0002) is not 1: a CT must be grey-scale, one sample a pixel"
+        )
+    count = len(series.ordered)
+    pixel_type = sitk.sitkInt16 if dtype is np.int16 else sitk.sitkFloat32
+    image = sitk.Image([first.shape[1], first.shape[0], count], pixel_type)
+    slab = np.empty((0, *first.shape), dtype=dtype)
+    for index, pixels in enumerate(itertools.chain([first], slices)):
+        start = index - index % SLAB_SLICES
+        if index == start:
+            slab = np.empty((min(SLAB_SLICES, count - start), *first.shape), dtype=dtype)
+        _rescale_into(
+            slab[index - start], pixels, series.slopes[index], series.intercepts[index]
+        )
+        if index - start == len(slab) - 1:
+            image[:, :, start:index + 1] = sitk.GetImageFromArray(slab)
+    _place(image, series.stack)
+    return image
 
 
 def resample_to(image: sitk.Image, reference: sitk.Image, default_value: float) -> sitk.Image:

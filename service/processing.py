@@ -103,9 +103,10 @@ def build_result_objects(
         series_number=config.output.seg_series_number,
         instance_number=generation,
     )
-    suv_array = sitk.GetArrayFromImage(quantified.pet.suv).astype(np.float32)
+    # one copy each (the images are float32 already: astype would copy a second time)
+    suv_array = sitk.GetArrayFromImage(quantified.pet.suv).astype(np.float32, copy=False)
     ct_array = (
-        sitk.GetArrayFromImage(quantified.ct_on_pet).astype(np.float32)
+        sitk.GetArrayFromImage(quantified.ct_on_pet).astype(np.float32, copy=False)
         if quantified.ct_on_pet is not None
         else None
     )

@@ -26,6 +26,10 @@ CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 ENHANCED_CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2.1")
 RT_STRUCTURE_SET = UID("1.2.840.10008.5.1.4.1.1.481.3")
 SEGMENTATION = UID("1.2.840.10008.5.1.4.1.1.66.4")
+DEFER_SIZE = "64 KB"
+"""Values larger than this (pixel data of a slice) stay in the file until they are used:
+the volume loaders of :mod:`quant.volume` read them one slice at a time and do not keep them,
+so a 600-slice CT is never held as datasets and as a volume at once."""
 
 
 @dataclass
@@ -55,7 +59,7 @@ def read_study(paths: Iterable[Path]) -> StudyFiles:
     unreadable: list[str] = []
     for path in paths:
         try:
-            dataset = dcmread(path)
+            dataset = dcmread(path, defer_size=DEFER_SIZE)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             unreadable.append(f"{Path(path).name}: {exc}")
             continue
