@@ -64,9 +64,16 @@ def study_list(
     """The home page: node status, the most recent studies and the site's repeatability."""
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["studies"].items())) or "none yet"
     exports = ", ".join(f"{k}: {v}" for k, v in sorted(status["exports"].items())) or "none yet"
+    receivers = status.get("receiver_processes") or {}
+    receiving = (
+        f"; receiving processes {_e(receivers.get('running'))} of "
+        f"{_e(receivers.get('configured'))}"
+        + (f" ({_e(receivers['restarts'])} restarted)" if receivers.get("restarts") else "")
+        if receivers else ""
+    )
     head = (
-        f"<p>AE title <b>{_e(status['ae_title'])}</b>, port {_e(status['port'])}; "
-        f"studies {_e(counts)}; exports {_e(exports)}</p>"
+        f"<p>AE title <b>{_e(status['ae_title'])}</b>, port {_e(status['port'])}"
+        f"{receiving}; studies {_e(counts)}; exports {_e(exports)}</p>"
     )
     rows = []
     for study in studies:

@@ -152,6 +152,9 @@ def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> No
         assoc.join(max(0.0, deadline - time.monotonic()))
     metrics.flush()
     index.close()
+    # Exit without waiting for the queue's feeder thread: if the node process no longer reads
+    # (it was killed), waiting would keep this process alive for ever.
+    events.cancel_join_thread()
 
 
 class ReceiverPool:
@@ -174,6 +177,7 @@ class ReceiverPool:
         self._events: Any = None
         self._processes: list[BaseProcess] = []
         self._ready: set[int] = set()
+        self._stopped_outside: set[int] = set()
         self._port = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -215,7 +219,7 @@ class ReceiverPool:
         for process in processes:
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + grace_s + 2.0
+        deadline = time.monotonic() + min(grace_s, STOP_GRACE_S) + 2.0
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
@@ -247,13 +251,21 @@ class ReceiverPool:
         while not self._stop.wait(SUPERVISE_INTERVAL_S):
             with self._lock:
                 for number, process in enumerate(self._processes):
-                    if process.is_alive() or self._stop.is_set():
+                    if process.is_alive() or self._stop.is_set() or process.pid is None:
+                        continue
+                    self._ready.discard(process.pid)
+                    if process.exitcode == 0:
+                        # SIGTERM from outside (the service manager stopping us all): a
+                        # clean stop, not a crash; the node stops too or runs with fewer.
+                        if process.pid not in self._stopped_outside:
+                            log.warning("receiver process %s was stopped by SIGTERM",
+                                        process.pid)
+                            self._stopped_outside.add(process.pid)
                         continue
                     log.error(
                         "receiver process %s ended (exit code %s); starting another",
                         process.pid, process.exitcode,
                     )
-                    self._ready.discard(process.pid or 0)
                     self._processes[number] = self._spawn()
                     self.restarts += 1
 

@@ -103,6 +103,8 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
                              for pid in _children(node.process.pid)), 30,
                  "a new receiver process listening")
         assert http_json(node.http_port, "/api/status")["receiver_processes"]["restarts"] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
+            assert "receiving processes 2 of 2 (1 restarted)" in page.read().decode()
         assert f"receiver process {victim} ended" in node.log()
         files = _study(tmp_path / "after", 4)
         for _ in range(4):  # connections dealt to both processes still succeed

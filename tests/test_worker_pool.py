@@ -17,6 +17,11 @@ from tests.peers import storescu, wait_for
 from tests.synthetic import make_study, write_study
 
 
+def _pool_workers() -> list[multiprocessing.process.BaseProcess]:
+    """The node's processing workers: its children but the receiver processes."""
+    return [child for child in multiprocessing.active_children()
+            if child.name != "hypoxnode-receiver"]
+
 def test_pool_recycled_between_studies_and_every_study_processed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -53,7 +58,7 @@ def _kill_workers_while_processing(node: Node, uids: list[str], what: str) -> No
     wait_for(lambda: any(node.index.study(u)["state"] == "processing" for u in uids), 120,
              f"{what} to start processing")
     time.sleep(0.3)
-    for child in multiprocessing.active_children():
+    for child in _pool_workers():
         os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
 
 
@@ -90,7 +95,7 @@ def test_worker_killed_with_two_studies_in_the_pool_fails_neither(tmp_path: Path
                              and node.index.study(u)["state"] == "processing" for u in uids),
                  120, "a retry to start processing")
         time.sleep(0.3)
-        for child in multiprocessing.active_children():
+        for child in _pool_workers():
             os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         wait_for(lambda: all(node.index.study(u)["state"] in ("done", "failed") for u in uids),
                  180, "both studies settled")
@@ -111,7 +116,7 @@ def test_study_whose_worker_dies_twice_alone_fails_with_the_reason(tmp_path: Pat
                      and node.index.study(uid)["state"] == "processing", 120,
                      f"processing attempt {attempt}")
             time.sleep(0.3)
-            for child in multiprocessing.active_children():
+            for child in _pool_workers():
                 os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         wait_for(lambda: node.index.study(uid)["state"] == "failed", 60, "the study failed")
         assert "died twice" in node.index.study(uid)["error"]
