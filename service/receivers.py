@@ -12,9 +12,10 @@ process.
 
 A receiver process that dies is restarted within :data:`SUPERVISE_INTERVAL_S` (its open
 associations are lost: their senders get no success for the instance in flight and send it
-again; every instance already acknowledged is on disk). Receiver processes end with the node
-process, also when it is killed (``PR_SET_PDEATHSIG`` on Linux, and a check of the parent
-process id every :data:`PARENT_CHECK_S` everywhere).
+again; every instance already acknowledged is on disk). When the node stops, its receivers
+stop accepting and let open associations finish (up to :data:`STOP_GRACE_S`); when the node
+process is killed, they die with it at once (``PR_SET_PDEATHSIG`` on Linux, and a check of the
+parent process id every :data:`PARENT_CHECK_S` elsewhere).
 """
 
 from __future__ import annotations
@@ -117,19 +118,35 @@ def _apply_metrics(metrics: Metrics, increments: dict[tuple[str, tuple[str, ...]
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this process when the thread that started it ends."""
+    """Ask Linux to SIGKILL this process when the thread that started it ends.
+
+    A killed node takes its receivers with it, as if it were one process: nothing keeps
+    accepting instances for a node that is gone (or being restarted). What they had
+    acknowledged is on disk; what they had not, their senders send again.
+    """
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _StopFlag:
+    """Set by SIGTERM. A plain attribute: a signal handler must not take locks (a second
+    SIGTERM inside ``threading.Event.set`` would deadlock on its condition)."""
+
+    requested = False
+
+    def request(self, *_: Any) -> None:
+        self.requested = True
 
 
 def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> None:
-    """A receiver process: serve the DICOM port until SIGTERM or the node process is gone."""
+    """A receiver process: serve the DICOM port until SIGTERM (then let open associations
+    finish) or until the node process is gone (then end at once)."""
     _die_with_parent()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop.request)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the node stops us
     logging.getLogger().handlers[:] = [logging.handlers.QueueHandler(events)]
     set_levels(config.log.level)
@@ -141,10 +158,11 @@ def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> No
     metrics = ForwardedMetrics(events)
     server = start_listener(config, store, index, metrics, reuse_port=True)
     events.put(("ready", os.getpid()))
-    while not stop.wait(min(PARENT_CHECK_S, METRICS_FLUSH_S)):
+    while not stop.requested:
+        time.sleep(min(PARENT_CHECK_S, METRICS_FLUSH_S))
         metrics.flush()
-        if os.getppid() != parent_pid:
-            break
+        if os.getppid() != parent_pid:  # where PR_SET_PDEATHSIG is not available
+            os._exit(1)
     active = server.active_associations
     server.shutdown()
     deadline = time.monotonic() + STOP_GRACE_S
@@ -180,6 +198,7 @@ class ReceiverPool:
         self._stopped_outside: set[int] = set()
         self._port = 0
         self._stop = threading.Event()
+        self._stopping = False
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -211,10 +230,8 @@ class ReceiverPool:
         """SIGTERM every receiver process, wait up to ``grace_s``, then kill what is left."""
         if self._events is None:
             return
-        self._stop.set()
-        for thread in self._threads[1:]:
-            thread.join()  # the supervisor: no restart after this point
         with self._lock:
+            self._stopping = True  # the supervisor restarts nothing from here on
             processes = list(self._processes)
         for process in processes:
             if process.is_alive():
@@ -226,6 +243,10 @@ class ReceiverPool:
                 log.error("receiver process %s did not stop in time: killed", process.pid)
                 process.kill()
                 process.join(5)
+        # Only now may the supervisor thread end: its end SIGKILLs the processes it started.
+        self._stop.set()
+        for thread in self._threads[1:]:
+            thread.join()
         self._events.put(None)
         for thread in self._threads[:1]:
             thread.join(5)
@@ -251,7 +272,7 @@ class ReceiverPool:
         while not self._stop.wait(SUPERVISE_INTERVAL_S):
             with self._lock:
                 for number, process in enumerate(self._processes):
-                    if process.is_alive() or self._stop.is_set() or process.pid is None:
+                    if process.is_alive() or self._stopping or process.pid is None:
                         continue
                     self._ready.discard(process.pid)
                     if process.exitcode == 0:
