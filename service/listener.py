@@ -38,7 +38,7 @@ from service import dimse_status
 from service.config import Config
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
-from service.prompt_reactor import start_server
+from service.prompt_reactor import DispatchedAssociationServer, dispatched_server, start_server
 from service.store import InstanceStore, StoreError, is_valid_uid
 from service.tls import server_context
 
@@ -307,20 +307,9 @@ def build_ae(config: Config) -> AE:
     return ae
 
 
-def start_listener(
-    config: Config,
-    store: InstanceStore,
-    index: Index,
-    metrics: ListenerMetrics | None = None,
-    reuse_port: bool = False,
-) -> ThreadedAssociationServer:
-    """Start the C-ECHO/C-STORE server in background threads and return it.
-
-    Over TLS when ``[tls] enabled``; peers outside ``node.allowed_calling_hosts`` or
-    ``node.allowed_calling_ae_titles`` are rejected, and every association is audited.
-    ``reuse_port``: other processes listen on the same port (:mod:`service.receivers`).
-    """
-    ae = build_ae(config)
+def _handlers_and_tls(
+    config: Config, store: InstanceStore, index: Index, metrics: ListenerMetrics | None,
+) -> tuple[list[Any], ssl.SSLContext | None]:
     assoc_log = AssociationLog(metrics)
     handlers: list[Any] = [
         (evt.EVT_C_ECHO, handle_echo),
@@ -335,5 +324,36 @@ def start_listener(
     ]
     context = server_context(config.tls, config.node.network_timeout_s) if config.tls.enabled \
         else None
-    return start_server(ae, (config.node.host, config.node.port), handlers, ssl_context=context,
-                        reuse_port=reuse_port)
+    return handlers, context
+
+
+def start_listener(
+    config: Config,
+    store: InstanceStore,
+    index: Index,
+    metrics: ListenerMetrics | None = None,
+) -> ThreadedAssociationServer:
+    """Start the C-ECHO/C-STORE server in background threads and return it.
+
+    Over TLS when ``[tls] enabled``; peers outside ``node.allowed_calling_hosts`` or
+    ``node.allowed_calling_ae_titles`` are rejected, and every association is audited.
+    """
+    handlers, context = _handlers_and_tls(config, store, index, metrics)
+    return start_server(build_ae(config), (config.node.host, config.node.port), handlers,
+                        ssl_context=context)
+
+
+def dispatched_listener(
+    config: Config,
+    store: InstanceStore,
+    index: Index,
+    metrics: ListenerMetrics | None = None,
+) -> DispatchedAssociationServer:
+    """The same C-ECHO/C-STORE service for connections another process accepted.
+
+    Feed it with :meth:`~service.prompt_reactor.DispatchedAssociationServer.serve_connection`
+    (see :mod:`service.receivers`).
+    """
+    handlers, context = _handlers_and_tls(config, store, index, metrics)
+    return dispatched_server(build_ae(config), (config.node.host, config.node.port), handlers,
+                             ssl_context=context)

@@ -83,6 +83,8 @@ class Node:
     @property
     def port(self) -> int:
         """The bound DICOM port (useful when configured as 0)."""
+        if self._receivers.active:
+            return self._receivers.port
         if self._server is None:
             raise RuntimeError("node not started")
         return int(self._server.server_address[1])
@@ -90,7 +92,7 @@ class Node:
     @property
     def listening(self) -> bool:
         """Whether the DICOM port is open."""
-        return self._server is not None
+        return self._server is not None or self._receivers.active
 
     @property
     def http_port(self) -> int | None:
@@ -122,23 +124,26 @@ class Node:
             self._http = HttpServer(self)
             self._http.start()
             log.info("status page on http://%s:%d/", self.config.http.host, self._http.port)
-        self._server = start_listener(self.config, self.store, self.index, self.metrics,
-                                      reuse_port=self._receivers.size > 0)
-        self._receivers.start(self.port)
+        if self._receivers.size > 0:
+            self._receivers.start()
+        else:
+            self._server = start_listener(self.config, self.store, self.index, self.metrics)
         log.info(
-            "listening as %s on %s:%d (%d receiving process(es)), data in %s, %d destination(s)",
+            "listening as %s on %s:%d (%s), data in %s, %d destination(s)",
             self.config.node.ae_title, self.config.node.host, self.port,
-            self._receivers.size + 1, self.config.data_dir, len(self.config.destinations),
+            f"{self._receivers.size} receiving processes" if self._receivers.active
+            else "receiving in this process", self.config.data_dir,
+            len(self.config.destinations),
         )
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight associations finish, stop jobs and workers."""
+        self._receivers.stop(grace_s)
         if self._server is not None:
             server, self._server = self._server, None
             active = server.active_associations
             server.shutdown()
             deadline = time.monotonic() + grace_s
-            self._receivers.stop(grace_s)  # meanwhile the node's own associations go on
             for assoc in active:
                 assoc.join(max(0.0, deadline - time.monotonic()))
         if self.scheduler.running:
@@ -452,12 +457,14 @@ class Node:
         """Node-level status for the API and the home page."""
         return {
             "ae_title": self.config.node.ae_title,
-            "port": self.port if self._server is not None else None,
+            "port": self.port if self.listening else None,
             "listening": self.listening,
             "receiver_processes": {
-                "configured": self._receivers.size + 1,
-                "running": self._receivers.ready_count + (1 if self.listening else 0),
+                "configured": max(1, self._receivers.size),
+                "running": self._receivers.ready_count if self._receivers.active
+                else int(self._server is not None),
                 "restarts": self._receivers.restarts,
+                "pids": self._receivers.pids,
             },
             "studies": self.index.count_studies(),
             "exports": self.index.export_counts(),

@@ -31,7 +31,9 @@ import logging
 import queue
 import select
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from ssl import SSLContext
 from typing import Any, cast
@@ -152,6 +154,17 @@ class PromptSocket(AssociationSocket):
 class PromptAssociation(Association):
     """An acceptor whose reactor blocks on the DIMSE queue instead of sleeping first."""
 
+    on_end: Callable[[], None] | None = None
+    """Called when the association's thread ends, however it ends."""
+
+    def run(self) -> None:
+        """The association thread (upstream), then :attr:`on_end`."""
+        try:
+            super().run()
+        finally:
+            if self.on_end is not None:
+                self.on_end()
+
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor loop with ``time.sleep(0.001)`` + non-blocking get
         replaced by a get that waits up to :data:`ASSOCIATION_POLL_S`."""
@@ -226,32 +239,58 @@ class PromptRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         make_prompt(assoc)
+        if isinstance(self.server, DispatchedAssociationServer):
+            cast(PromptAssociation, assoc).on_end = self.server.on_connection_end
         return assoc
 
 
 class PromptAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with :class:`PromptRequestHandler`."""
 
-    reuse_port = False
-    """Set ``SO_REUSEPORT`` before binding, so other processes can listen on the same port."""
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = PromptRequestHandler
         super().__init__(*args, **kwargs)
 
+
+class DispatchedAssociationServer(PromptAssociationServer):
+    """A prompt server without a listening socket: another process accepts the connections
+    and hands them over (:mod:`service.receivers`), one :meth:`serve_connection` each.
+
+    :attr:`on_connection_end` is called once per handed-over connection when it is done with
+    (its association thread ended, or its TLS handshake failed), so the process that hands
+    connections out can count what each server is busy with.
+    """
+
+    on_connection_end: Callable[[], None] = staticmethod(lambda: None)
+
     def server_bind(self) -> None:
-        """Bind as upstream, with ``SO_REUSEPORT`` first when :attr:`reuse_port`."""
-        if self.reuse_port:
-            cast(socket.socket, self.socket).setsockopt(
-                socket.SOL_SOCKET, socket.SO_REUSEPORT, 1
-            )
-        super().server_bind()
+        """No socket of its own to bind."""
 
+    def server_activate(self) -> None:
+        """No socket of its own to listen on."""
 
-class SharedPortAssociationServer(PromptAssociationServer):
-    """A :class:`PromptAssociationServer` whose port other processes listen on too."""
+    def serve_connection(self, connection: socket.socket, address: tuple[str, int]) -> None:
+        """Serve an accepted connection in a thread of its own (TLS handshake there too)."""
+        self.process_request(connection, address)
 
-    reuse_port = True
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """TLS handshake (where upstream does it at ``accept``), then upstream's handling."""
+        try:
+            if self.ssl_context is not None:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            super().finish_request(request, client_address)
+        except BaseException:
+            self.on_connection_end()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed before its association: log it (upstream prints it)."""
+        LOGGER.warning("connection from %s:%s closed before any association request: %s",
+                       *client_address[:2], sys.exc_info()[1])
+
+    def shutdown(self) -> None:
+        """Nothing to stop: there is no ``serve_forever`` loop."""
+        self.server_close()
 
 
 def start_server(
@@ -259,16 +298,14 @@ def start_server(
     address: tuple[str, int],
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
-    reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with prompt associations.
 
-    ``reuse_port``: listen with ``SO_REUSEPORT`` (see :mod:`service.receivers`).
     Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
     """
     server = ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
-        server_class=SharedPortAssociationServer if reuse_port else PromptAssociationServer,
+        server_class=PromptAssociationServer,
     )
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
@@ -278,3 +315,18 @@ def start_server(
     thread.start()
     ae._servers.append(server)  # as AE.start_server does, so AE.shutdown() stops it
     return cast(ThreadedAssociationServer, server)
+
+
+def dispatched_server(
+    ae: AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    ssl_context: SSLContext | None = None,
+) -> DispatchedAssociationServer:
+    """A :class:`DispatchedAssociationServer` for ``ae``; ``address`` is the node's, for the
+    association's acceptor address (nothing is bound to it here)."""
+    server = ae.make_server(
+        address, ssl_context=ssl_context, evt_handlers=evt_handlers,
+        server_class=DispatchedAssociationServer,
+    )
+    return cast(DispatchedAssociationServer, server)

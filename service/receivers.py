@@ -1,33 +1,35 @@
-"""More than one receiving process on the DICOM port.
+"""More than one receiving process.
 
 One Python process receives at most one core's worth of C-STOREs (the GIL), and pynetdicom
-spends ~2.7 ms of CPU per instance; with several scanners sending at once that, not the disk,
+spends ~3 ms of CPU per instance; with several scanners sending at once that, not the disk,
 is the limit. With ``[node] receiver_processes`` above 1, the node process starts that many
-minus one *receiver processes*; each listens on the same port (``SO_REUSEPORT``: the kernel
-deals new connections out among the listening sockets) with the same AE, allow-lists, TLS and
-handler, writes to the same store and index (SQLite serialises the writers), and forwards its
-log records and metric increments to the node process, which logs them and serves them on
-``/metrics``. Processing, the scheduler, the sender and the HTTP interface stay in the node
-process.
+*receiver processes*, accepts every DICOM connection itself and hands it to the least busy
+of them (:mod:`service.dispatch`). Each receiver runs the node's own C-ECHO/C-STORE service
+(same AE, allow-lists, TLS, handler), writes to the same store and index (SQLite serialises
+the writers), and forwards its log records and metric increments to the node process, which
+logs them and serves them on ``/metrics``. Processing, the scheduler, the sender and the HTTP
+interface stay in the node process.
 
 A receiver process that dies is restarted within :data:`SUPERVISE_INTERVAL_S` (its open
 associations are lost: their senders get no success for the instance in flight and send it
 again; every instance already acknowledged is on disk). When the node stops, its receivers
-stop accepting and let open associations finish (up to :data:`STOP_GRACE_S`); when the node
-process is killed, they die with it at once (``PR_SET_PDEATHSIG`` on Linux, and a check of the
-parent process id every :data:`PARENT_CHECK_S` elsewhere).
+let open associations finish (up to :data:`STOP_GRACE_S`); when the node process is killed,
+they die with it at once (``PR_SET_PDEATHSIG`` on Linux, and a check of the parent process id
+every :data:`PARENT_CHECK_S` elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import logging.handlers
 import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -35,10 +37,12 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from service.config import Config
+from service.dispatch import DONE, READY, Dispatcher
 from service.index import Index
-from service.listener import start_listener
+from service.listener import dispatched_listener
 from service.logs import set_levels
 from service.metrics import Metrics
+from service.prompt_reactor import DispatchedAssociationServer
 from service.store import InstanceStore
 
 log = logging.getLogger("hypoxnode.receivers")
@@ -59,12 +63,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def resolved_count(config: Config) -> int:
-    """Receiving processes in all (the node process included) for ``config``.
+    """Receiving processes for ``config``; 1 means the node process itself receives.
 
-    ``receiver_processes = 0`` means one per CPU core, at most 4.
+    ``receiver_processes = 0`` means two per CPU core, at most 4.
     """
     wanted = config.node.receiver_processes
-    return wanted if wanted > 0 else max(1, min(os.cpu_count() or 1, 4))
+    return wanted if wanted > 0 else max(1, min(2 * (os.cpu_count() or 1), 4))
 
 
 class _ForwardedCounter:
@@ -141,9 +145,10 @@ class _StopFlag:
         self.requested = True
 
 
-def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> None:
-    """A receiver process: serve the DICOM port until SIGTERM (then let open associations
-    finish) or until the node process is gone (then end at once)."""
+def receiver_main(config: Config, channel: socket.socket, events: Any, parent_pid: int) -> None:
+    """A receiver process: serve the connections the node hands over on ``channel`` until
+    SIGTERM (then let open associations finish) or until the node process is gone (then end
+    at once)."""
     _die_with_parent()
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop.request)
@@ -152,22 +157,29 @@ def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> No
     set_levels(config.log.level)
     logging.getLogger("hypoxnode.audit").setLevel(logging.INFO)  # kept whatever the level
 
-    config = config.model_copy(update={"node": config.node.model_copy(update={"port": port})})
     store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
     index = Index(config.data_dir / "index.sqlite")
     metrics = ForwardedMetrics(events)
-    server = start_listener(config, store, index, metrics, reuse_port=True)
-    events.put(("ready", os.getpid()))
+    server = dispatched_listener(config, store, index, metrics)
+    send_lock = threading.Lock()
+
+    def tell(message: bytes) -> None:
+        with send_lock, contextlib.suppress(OSError):
+            channel.send(message)
+
+    server.on_connection_end = lambda: tell(DONE)  # type: ignore[method-assign]
+    threading.Thread(target=_take_connections, args=(channel, server), name="take",
+                     daemon=True).start()
+    tell(READY)
     while not stop.requested:
         time.sleep(min(PARENT_CHECK_S, METRICS_FLUSH_S))
         metrics.flush()
         if os.getppid() != parent_pid:  # where PR_SET_PDEATHSIG is not available
             os._exit(1)
-    active = server.active_associations
-    server.shutdown()
     deadline = time.monotonic() + STOP_GRACE_S
-    for assoc in active:
+    for assoc in server.active_associations:
         assoc.join(max(0.0, deadline - time.monotonic()))
+    server.server_close()
     metrics.flush()
     index.close()
     # Exit without waiting for the queue's feeder thread: if the node process no longer reads
@@ -175,8 +187,28 @@ def receiver_main(config: Config, port: int, events: Any, parent_pid: int) -> No
     events.cancel_join_thread()
 
 
+def _take_connections(channel: socket.socket, server: DispatchedAssociationServer) -> None:
+    """Serve each connection the node hands over, until the channel closes."""
+    while True:
+        try:
+            payload, fds, _flags, _address = socket.recv_fds(channel, 1024, 1)
+        except OSError:
+            return
+        if not payload and not fds:
+            return
+        for fd in fds:
+            connection = socket.socket(fileno=fd)
+            try:
+                host, port = json.loads(payload)
+                server.serve_connection(connection, (str(host), int(port)))
+            except Exception:  # never let one connection stop the hand-over
+                log.exception("could not serve a handed-over connection")
+                connection.close()
+                server.on_connection_end()
+
+
 class ReceiverPool:
-    """The receiver processes of one node (see the module docstring).
+    """The receiver processes of one node and the node's dispatcher (module docstring).
 
     Parameters
     ----------
@@ -189,18 +221,30 @@ class ReceiverPool:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.size = resolved_count(config) - 1
+        count = resolved_count(config)
+        self.size = count if count > 1 else 0
         self.restarts = 0
         self._context = multiprocessing.get_context("spawn")
         self._events: Any = None
+        self._dispatcher: Dispatcher | None = None
         self._processes: list[BaseProcess] = []
-        self._ready: set[int] = set()
         self._stopped_outside: set[int] = set()
-        self._port = 0
         self._stop = threading.Event()
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether receiver processes, not the node process, receive."""
+        return self._dispatcher is not None
+
+    @property
+    def port(self) -> int:
+        """The DICOM port the node accepts connections on."""
+        if self._dispatcher is None:
+            raise RuntimeError("receivers not started")
+        return self._dispatcher.port
 
     @property
     def pids(self) -> list[int]:
@@ -210,14 +254,19 @@ class ReceiverPool:
 
     @property
     def ready_count(self) -> int:
-        """How many of the running receiver processes listen already."""
-        return len(set(self.pids) & self._ready)
+        """How many receiver processes take connections now."""
+        return self._dispatcher.ready_count if self._dispatcher is not None else 0
 
-    def start(self, port: int) -> None:
-        """Start the receiver processes on ``port`` (the node process already listens on it)."""
+    def start(self) -> None:
+        """Listen on the configured port and start the receiver processes."""
         if self.size <= 0:
             return
-        self._port = port
+        node = self.config.node
+        self._dispatcher = Dispatcher(
+            node.host, node.port,
+            on_all_ready=lambda: log.info("all %d receiving processes take connections",
+                                          self.size),
+        )
         self._events = self._context.Queue()
         self._threads = [
             threading.Thread(target=self._drain, name="receivers-events", daemon=True),
@@ -225,14 +274,17 @@ class ReceiverPool:
         ]
         for thread in self._threads:
             thread.start()
+        self._dispatcher.start()
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM every receiver process, wait up to ``grace_s``, then kill what is left."""
-        if self._events is None:
+        """Stop accepting, SIGTERM every receiver process, wait up to ``grace_s``, then kill
+        what is left."""
+        if self._dispatcher is None:
             return
         with self._lock:
             self._stopping = True  # the supervisor restarts nothing from here on
             processes = list(self._processes)
+        self._dispatcher.stop()
         for process in processes:
             if process.is_alive():
                 process.terminate()
@@ -252,13 +304,18 @@ class ReceiverPool:
             thread.join(5)
         self._events.close()
         self._events = None
+        self._dispatcher = None
 
-    def _spawn(self) -> BaseProcess:
+    def _spawn(self, number: int) -> BaseProcess:
+        assert self._dispatcher is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = self._context.Process(
-            target=receiver_main, args=(self.config, self._port, self._events, os.getpid()),
+            target=receiver_main, args=(self.config, theirs, self._events, os.getpid()),
             name="hypoxnode-receiver", daemon=True,
         )
         process.start()
+        theirs.close()
+        self._dispatcher.add(number, ours)
         return process
 
     def _supervise(self) -> None:
@@ -268,13 +325,12 @@ class ReceiverPool:
         them are started here and this thread lives as long as the pool.
         """
         with self._lock:
-            self._processes = [self._spawn() for _ in range(self.size)]
+            self._processes = [self._spawn(number) for number in range(self.size)]
         while not self._stop.wait(SUPERVISE_INTERVAL_S):
             with self._lock:
                 for number, process in enumerate(self._processes):
                     if process.is_alive() or self._stopping or process.pid is None:
                         continue
-                    self._ready.discard(process.pid)
                     if process.exitcode == 0:
                         # SIGTERM from outside (the service manager stopping us all): a
                         # clean stop, not a crash; the node stops too or runs with fewer.
@@ -287,7 +343,9 @@ class ReceiverPool:
                         "receiver process %s ended (exit code %s); starting another",
                         process.pid, process.exitcode,
                     )
-                    self._processes[number] = self._spawn()
+                    assert self._dispatcher is not None
+                    self._dispatcher.remove(number)
+                    self._processes[number] = self._spawn(number)
                     self.restarts += 1
 
     def _drain(self) -> None:
@@ -305,5 +363,3 @@ class ReceiverPool:
                 logging.getLogger(event.name).handle(event)
             elif event[0] == "metrics":
                 _apply_metrics(self.metrics, event[1])
-            elif event[0] == "ready":
-                self._ready.add(event[1])

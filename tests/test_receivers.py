@@ -12,6 +12,7 @@ import signal
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from pydicom import examples
 from pydicom.uid import generate_uid
@@ -64,10 +65,9 @@ def test_connections_are_served_by_several_processes_and_counted_by_the_node(
 ) -> None:
     node = start_test_node(tmp_path, node_extra="receiver_processes = 3\n")
     try:
-        status = http_json(node.http_port, "/api/status")["receiver_processes"]
-        assert status["configured"] == 3
-        wait_for(lambda: http_json(node.http_port, "/api/status")["receiver_processes"]
-                 ["running"] == 3, 30, "3 receiving processes")
+        assert _status(node.http_port)["configured"] == 3
+        wait_for(lambda: _status(node.http_port)["running"] == 3, 30, "3 receiving processes")
+        receivers = set(_status(node.http_port)["pids"])
         studies = [_study(tmp_path / f"s{n}", FILES_PER_SENDER) for n in range(SENDERS)]
         with ThreadPoolExecutor(SENDERS) as pool:
             results = list(pool.map(lambda files: storescu(files, node.port, "HYPOXNODE"),
@@ -80,11 +80,15 @@ def test_connections_are_served_by_several_processes_and_counted_by_the_node(
         accepted = re.findall(
             r"\[(\d+)\] hypoxnode\.audit: association accepted from SCANNER@", node.log())
         assert len(accepted) == SENDERS
-        assert len(set(accepted)) >= 2, f"one process served all {SENDERS}: {accepted}"
+        assert set(map(int, accepted)) == receivers, f"not handed to every receiver: {accepted}"
         wait_for(lambda: _metric(node.http_port, "hypoxnode_instances_received_total")
                  == SENDERS * FILES_PER_SENDER, 10, "/metrics to count every instance")
     finally:
         node.stop()
+
+
+def _status(http_port: int) -> dict[str, Any]:
+    return dict(http_json(http_port, "/api/status")["receiver_processes"])
 
 
 def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
@@ -92,25 +96,25 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
 ) -> None:
     node = start_test_node(tmp_path, node_extra="receiver_processes = 2\n")
     try:
-        wait_for(lambda: http_json(node.http_port, "/api/status")["receiver_processes"]
-                 ["running"] == 2, 30, "2 receiving processes")
-        receivers = {pid for pid in _children(node.process.pid)
-                     if _listens_on(pid, node.port)}
-        assert len(receivers) == 1, receivers
-        victim = receivers.pop()
+        wait_for(lambda: _status(node.http_port)["running"] == 2, 30, "2 receiving processes")
+        receivers = set(_status(node.http_port)["pids"])
+        assert len(receivers) == 2 and receivers <= _children(node.process.pid)
+        assert not any(_listens_on(pid, node.port) for pid in receivers)  # the node accepts
+        assert _listens_on(node.process.pid, node.port)
+        victim = min(receivers)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: any(pid != victim and _listens_on(pid, node.port)
-                             for pid in _children(node.process.pid)), 30,
-                 "a new receiver process listening")
-        assert http_json(node.http_port, "/api/status")["receiver_processes"]["restarts"] == 1
+        wait_for(lambda: _status(node.http_port)["running"] == 2
+                 and victim not in _status(node.http_port)["pids"], 30,
+                 "a new receiver process")
+        assert _status(node.http_port)["restarts"] == 1
+        assert f"receiver process {victim} ended" in node.log()
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
             assert "receiving processes 2 of 2 (1 restarted)" in page.read().decode()
-        assert f"receiver process {victim} ended" in node.log()
         files = _study(tmp_path / "after", 4)
-        for _ in range(4):  # connections dealt to both processes still succeed
+        for _ in range(4):  # connections handed to both processes still succeed
             assert storescu(files, node.port, "HYPOXNODE").returncode == 0
 
-        survivors = {pid for pid in _children(node.process.pid) if _listens_on(pid, node.port)}
+        survivors = set(_status(node.http_port)["pids"])
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in survivors), 15,
@@ -136,13 +140,15 @@ def _listens_on(pid: int, port: int) -> bool:
     return False
 
 
-def test_one_process_when_configured_so(tmp_path: Path) -> None:
+def test_the_node_process_receives_itself_when_configured_so(tmp_path: Path) -> None:
     node = start_test_node(tmp_path, node_extra="receiver_processes = 1\n")
     try:
-        status = http_json(node.http_port, "/api/status")["receiver_processes"]
-        assert status == {"configured": 1, "running": 1, "restarts": 0}
-        assert not [pid for pid in _children(node.process.pid) if _listens_on(pid, node.port)]
+        status = _status(node.http_port)
+        assert status == {"configured": 1, "running": 1, "restarts": 0, "pids": []}
         files = _study(tmp_path / "one", 3)
         assert storescu(files, node.port, "HYPOXNODE").returncode == 0
+        assert "association accepted from SCANNER@" in node.log()
+        assert re.search(rf"\[{node.process.pid}\] hypoxnode\.audit: association accepted "
+                         "from SCANNER@", node.log())
     finally:
         node.stop()

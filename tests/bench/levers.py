@@ -50,6 +50,7 @@ CASES: dict[str, dict[str, Any]] = {
     "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
     "upstream-reactor": {"variant": "upstream-reactor"},
     "receiver_processes = 1": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"}},
+    "receiver_processes = 2": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "2"}},
     "receiver_processes = 3": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "3"}},
     "pynetdicom bare SCP (reference)": {"receiver": "pynetdicom-bare"},
     "pynetdicom bare SCP, prompt reactor": {"receiver": "pynetdicom-bare-prompt"},

@@ -129,6 +129,10 @@ def start_hypoxnode(
         )
     running = Running("hypoxnode", "HYPOXNODE", port, workdir, process, log_path)
     _await_echo(running, 60)
+    # Measure the node as it runs, not while its receiver processes are still starting.
+    wait_for(lambda: "receiving processes take connections" in running.log()
+             or "receiving in this process" in running.log(), 60,
+             "every receiving process to take connections")
     return running
 
 
