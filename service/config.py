@@ -71,8 +71,8 @@ class NodeConfig(_Section):
     max_associations: int = Field(default=10, ge=1, le=200)
     """Most associations each receiving process serves at once (see ``receiver_processes``)."""
     receiver_processes: int = Field(default=0, ge=0, le=32)
-    """Processes receiving on the DICOM port, the node process included (``SO_REUSEPORT``).
-    0: one per CPU core, at most 4. 1: the node process alone."""
+    """Processes that receive C-STOREs; the node process accepts each connection and hands
+    it to the least busy. 0: one per CPU core, at most 4. 1: the node process receives."""
     max_pdu_bytes: int = Field(default=262144, ge=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
     allowed_calling_ae_titles: list[str] = Field(default_factory=list)

@@ -65,10 +65,11 @@ _PR_SET_PDEATHSIG = 1
 def resolved_count(config: Config) -> int:
     """Receiving processes for ``config``; 1 means the node process itself receives.
 
-    ``receiver_processes = 0`` means two per CPU core, at most 4.
+    ``receiver_processes = 0`` means one per CPU core, at most 4 (on 2 cores, 4 receivers
+    took 373 instances/s from four senders where 2 took 414: ``docs/bench/levers.md``).
     """
     wanted = config.node.receiver_processes
-    return wanted if wanted > 0 else max(1, min(2 * (os.cpu_count() or 1), 4))
+    return wanted if wanted > 0 else max(1, min(os.cpu_count() or 1, 4))
 
 
 class _ForwardedCounter:

@@ -16,7 +16,23 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.bench.receivers import remove_tree, send_study, start_receiver
+from tests.bench.receivers import (
+    Running,
+    node_config_toml,
+    remove_tree,
+    send_study,
+    start_hypoxnode,
+)
+from tests.peers import free_port
+
+
+def _single_process_node(workdir: Path, code_dir: Path) -> Running:
+    """The node receiving in its own process (``receiver_processes = 1``), so that one pid
+    holds the association threads py-spy samples; the code path per association is the same
+    as in a receiver process."""
+    port = free_port()
+    return start_hypoxnode(workdir, code_dir, node_config_toml(workdir / "data", port), port,
+                           env_overrides={"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"})
 
 ASSOCIATION_RULES: tuple[tuple[str, str], ...] = (
     ("index.record_instance (SQLite, synchronous=FULL)", "record_instance ("),
@@ -71,9 +87,9 @@ def profile_ingest(
 ) -> dict[str, object]:
     """One plain ingest (CPU use of the node) and one under py-spy (where the time goes).
 
-    Both: 1 association, ``TCP_NODELAY=1`` sender, fresh node.
+    Both: 1 association, ``TCP_NODELAY=1`` sender, fresh node receiving in its own process.
     """
-    plain = start_receiver("hypoxnode", workdir / "plain", code_dir)
+    plain = _single_process_node(workdir / "plain", code_dir)
     try:
         cpu0 = cpu_seconds(plain.pid)
         result = send_study(files, plain.port, plain.ae_title, tcp_nodelay=True)
@@ -91,7 +107,7 @@ def profile_ingest(
         summary["error"] = "py-spy not installed (.venv/bin/pip install py-spy)"
         return summary
     raw = workdir.parent / "py-spy-ingest.raw"
-    running = start_receiver("hypoxnode", workdir / "node", code_dir)
+    running = _single_process_node(workdir / "node", code_dir)
     try:
         spy = subprocess.Popen(
             [binary, "record", "--pid", str(running.pid), "--rate", str(rate_hz), "--idle",
@@ -147,7 +163,7 @@ def summarise(lines: list[str]) -> dict[str, object]:
 
 def _as_text(summary: dict[str, object]) -> str:
     lines = [
-        "hypoxnode serve, one association, TCP_NODELAY=1 storescu",
+        "hypoxnode serve (receiver_processes = 1), one association, TCP_NODELAY=1 storescu",
         f"plain run: {summary.get('instances_per_s')} instances/s, node CPU "
         f"{summary.get('node_cpu_cores_busy')} cores busy, "
         f"{summary.get('node_cpu_ms_per_instance')} ms CPU per instance",
