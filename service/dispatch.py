@@ -56,8 +56,13 @@ class Dispatcher:
 
     def __init__(self, host: str, port: int, on_all_ready: Callable[[], None] | None = None
                  ) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=128)
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        # "::" takes IPv4 scanners too, as the node's own listener does on Linux.
+        dualstack = family == socket.AF_INET6 and host in ("::", "") and \
+            socket.has_dualstack_ipv6()
+        self._listener = socket.create_server((host, port), family=family, backlog=128,
+                                              dualstack_ipv6=dualstack)
         self._listener.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
@@ -76,6 +81,12 @@ class Dispatcher:
     def port(self) -> int:
         """The bound port."""
         return int(self._listener.getsockname()[1])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address, numeric."""
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
 
     @property
     def ready_count(self) -> int:
@@ -160,6 +171,7 @@ class Dispatcher:
                 return
             except OSError as exc:  # e.g. too many open files: keep serving the rest
                 log.error("accepting a DICOM connection failed: %s", exc)
+                time.sleep(0.1)  # the socket stays readable: do not spin on it
                 return
             self._pending.append((connection, address, time.monotonic()))
 
@@ -185,9 +197,10 @@ class Dispatcher:
                 receiver.load = max(0, receiver.load - 1)
 
     def _hand_over(self) -> None:
+        full: set[int] = set()  # receivers whose channel is full this turn
         while self._pending:
             connection, address, accepted_at = self._pending[0]
-            ready = [r for r in self._receivers.values() if r.ready]
+            ready = [r for r in self._receivers.values() if r.ready and id(r) not in full]
             if not ready:
                 if time.monotonic() - accepted_at > PENDING_TIMEOUT_S:
                     self._pending.popleft()
@@ -201,7 +214,8 @@ class Dispatcher:
             try:
                 socket.send_fds(target.channel, [payload], [connection.fileno()])
             except (BlockingIOError, InterruptedError):
-                return  # its channel is full: try again on the next turn
+                full.add(id(target))  # its channel is full: another one, or the next turn
+                continue
             except OSError:
                 target.ready = False  # gone; its channel's end of file will remove it
                 continue

@@ -194,20 +194,22 @@ def handle_store(
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
     try:
-        stored = store.write_instance(encoded, str(study_uid), str(series_uid), str(sop_uid))
-        index.record_instance(
-            InstanceRecord(
-                sop_instance_uid=str(sop_uid),
-                sop_class_uid=affected_sop_class,
-                study_instance_uid=str(study_uid),
-                series_instance_uid=str(series_uid),
-                modality=modality,
-                path=str(stored.path),
-                size_bytes=stored.size_bytes,
-                calling_ae_title=event.assoc.requestor.ae_title,
-                received_at=time.time(),
+        with store.study_lock(str(study_uid), exclusive=False):  # no purge meanwhile
+            stored = store.write_instance(encoded, str(study_uid), str(series_uid),
+                                          str(sop_uid))
+            index.record_instance(
+                InstanceRecord(
+                    sop_instance_uid=str(sop_uid),
+                    sop_class_uid=affected_sop_class,
+                    study_instance_uid=str(study_uid),
+                    series_instance_uid=str(series_uid),
+                    modality=modality,
+                    path=str(stored.path),
+                    size_bytes=stored.size_bytes,
+                    calling_ae_title=event.assoc.requestor.ae_title,
+                    received_at=time.time(),
+                )
             )
-        )
     except (StoreError, OSError, sqlite3.Error) as exc:  # disk or index full, I/O error
         log.error("C-STORE from %s refused: %s", _peer(event), exc)
         assoc_log.refused(event.assoc)

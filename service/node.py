@@ -465,6 +465,7 @@ class Node:
                 else int(self._server is not None),
                 "restarts": self._receivers.restarts,
                 "pids": self._receivers.pids,
+                "connections": self._receivers.loads(),
             },
             "studies": self.index.count_studies(),
             "exports": self.index.export_counts(),

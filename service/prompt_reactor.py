@@ -47,8 +47,13 @@ from pynetdicom.utils import make_target
 LOGGER = logging.getLogger("pynetdicom.assoc")
 """pynetdicom's own logger: the messages below are the upstream reactor's."""
 
+AUDIT = logging.getLogger("hypoxnode.audit")
+
 DUL_IDLE_WAIT_S = 0.01
 """Longest wait of the DUL thread with nothing to do (it re-checks its ARTIM timer then)."""
+
+RECV_PREALLOCATE_BYTES = 1 << 20
+"""Most a PDU read allocates ahead of the data arriving (a PDU length is the peer's claim)."""
 
 ASSOCIATION_POLL_S = 0.001
 """Longest wait of the association thread for a DIMSE message before it re-checks release,
@@ -138,13 +143,15 @@ class PromptSocket(AssociationSocket):
         Returns fewer bytes only when the peer closed the connection, as upstream.
         """
         peer = cast(socket.socket, self.socket)
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
+        # Memory grows with what arrived, never with what the peer claims it will send.
+        buffer = bytearray(min(nr_bytes, RECV_PREALLOCATE_BYTES))
         nr_read = 0
         while nr_read < nr_bytes:
-            received = peer.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if nr_read == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - nr_read, RECV_PREALLOCATE_BYTES)))
+            with memoryview(buffer) as view:
+                received = peer.recv_into(view[nr_read:], len(buffer) - nr_read)
             if not received:
-                del view
                 del buffer[nr_read:]
                 return buffer
             nr_read += received
@@ -284,9 +291,11 @@ class DispatchedAssociationServer(PromptAssociationServer):
             raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A connection that failed before its association: log it (upstream prints it)."""
-        LOGGER.warning("connection from %s:%s closed before any association request: %s",
-                       *client_address[:2], sys.exc_info()[1])
+        """A connection that failed before its association (a TLS handshake, mostly): audit
+        it, as the listener does for connections closed before a request (upstream prints a
+        traceback)."""
+        AUDIT.warning("connection from %s:%s closed before any association request: %s",
+                      *client_address[:2], sys.exc_info()[1])
 
     def shutdown(self) -> None:
         """Nothing to stop: there is no ``serve_forever`` loop."""

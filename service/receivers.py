@@ -27,12 +27,13 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -44,6 +45,7 @@ from service.logs import set_levels
 from service.metrics import Metrics
 from service.prompt_reactor import DispatchedAssociationServer
 from service.store import InstanceStore
+from service.tls import server_context
 
 log = logging.getLogger("hypoxnode.receivers")
 
@@ -59,7 +61,17 @@ METRICS_FLUSH_S = 0.25
 STOP_GRACE_S = 10.0
 """How long a stopping receiver process lets its open associations finish."""
 
+RESTART_BACKOFF_MAX_S = 60.0
+"""Longest wait before restarting a receiver process that keeps dying."""
+
+QUICK_DEATH_S = 30.0
+"""A receiver process that dies sooner than this after its start counts toward back-off."""
+
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+PROCESS_NAME = b"hypoxnode-recv"
+"""What ``ps``, ``top`` and ``/proc/<pid>/comm`` call a receiver process (Linux)."""
 
 
 def resolved_count(config: Config) -> int:
@@ -85,6 +97,27 @@ class _ForwardedCounter:
         return _ForwardedCounter(self._sink, self._name, tuple(values))
 
 
+class EventSink:
+    """A receiver process's end of its own pipe to the node process (log records, metrics).
+
+    One pipe per receiver process, so a receiver killed half-way through a message spoils
+    nothing but its own pipe, which goes with it. Sending takes a lock local to the process
+    (several threads log) and never raises: logging must not fail a C-STORE.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    def put(self, item: Any) -> None:
+        """Send ``item`` (picklable) to the node process."""
+        with self._lock, contextlib.suppress(Exception):
+            self._connection.send(item)
+
+    put_nowait = put
+    """For :class:`logging.handlers.QueueHandler`."""
+
+
 class ForwardedMetrics:
     """The listener's metrics in a receiver process.
 
@@ -92,7 +125,7 @@ class ForwardedMetrics:
     (one message, whatever the number of instances).
     """
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: EventSink) -> None:
         self._events = events
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, tuple[str, ...]], float] = {}
@@ -105,6 +138,8 @@ class ForwardedMetrics:
         """Count ``amount`` more for the counter ``name`` (with ``labels``)."""
         with self._lock:
             self._pending[(name, labels)] = self._pending.get((name, labels), 0.0) + amount
+        if name == "associations" and labels and labels[0] != "accepted":
+            self.flush()  # an association ended: its counts reach /metrics now, not later
 
     def flush(self) -> None:
         """Send what was counted since the last flush."""
@@ -123,7 +158,8 @@ def _apply_metrics(metrics: Metrics, increments: dict[tuple[str, tuple[str, ...]
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the thread that started it ends.
+    """Ask Linux to SIGKILL this process when the thread that started it ends (and to call
+    it :data:`PROCESS_NAME`).
 
     A killed node takes its receivers with it, as if it were one process: nothing keeps
     accepting instances for a node that is gone (or being restarted). What they had
@@ -134,6 +170,7 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
 
 
 class _StopFlag:
@@ -146,7 +183,8 @@ class _StopFlag:
         self.requested = True
 
 
-def receiver_main(config: Config, channel: socket.socket, events: Any, parent_pid: int) -> None:
+def receiver_main(config: Config, channel: socket.socket, events: Connection,
+                  parent_pid: int) -> None:
     """A receiver process: serve the connections the node hands over on ``channel`` until
     SIGTERM (then let open associations finish) or until the node process is gone (then end
     at once)."""
@@ -154,13 +192,14 @@ def receiver_main(config: Config, channel: socket.socket, events: Any, parent_pi
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop.request)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the node stops us
-    logging.getLogger().handlers[:] = [logging.handlers.QueueHandler(events)]
+    sink = EventSink(events)
+    logging.getLogger().handlers[:] = [logging.handlers.QueueHandler(sink)]  # type: ignore[arg-type]
     set_levels(config.log.level)
     logging.getLogger("hypoxnode.audit").setLevel(logging.INFO)  # kept whatever the level
 
     store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
     index = Index(config.data_dir / "index.sqlite")
-    metrics = ForwardedMetrics(events)
+    metrics = ForwardedMetrics(sink)
     server = dispatched_listener(config, store, index, metrics)
     send_lock = threading.Lock()
 
@@ -169,26 +208,30 @@ def receiver_main(config: Config, channel: socket.socket, events: Any, parent_pi
             channel.send(message)
 
     server.on_connection_end = lambda: tell(DONE)  # type: ignore[method-assign]
-    threading.Thread(target=_take_connections, args=(channel, server), name="take",
-                     daemon=True).start()
+    threading.Thread(target=_take_connections,
+                     args=(channel, server, config.node.network_timeout_s, tell),
+                     name="take", daemon=True).start()
     tell(READY)
     while not stop.requested:
         time.sleep(min(PARENT_CHECK_S, METRICS_FLUSH_S))
         metrics.flush()
         if os.getppid() != parent_pid:  # where PR_SET_PDEATHSIG is not available
             os._exit(1)
+    # Stopping: the node sees the channel end and hands us nothing more; open associations
+    # finish (the store and index stay open for them), then this process ends.
+    with contextlib.suppress(OSError):
+        channel.shutdown(socket.SHUT_RDWR)
     deadline = time.monotonic() + STOP_GRACE_S
-    for assoc in server.active_associations:
-        assoc.join(max(0.0, deadline - time.monotonic()))
+    while server.active_associations and time.monotonic() < deadline:
+        for assoc in server.active_associations:
+            assoc.join(max(0.0, min(0.5, deadline - time.monotonic())))
     server.server_close()
     metrics.flush()
     index.close()
-    # Exit without waiting for the queue's feeder thread: if the node process no longer reads
-    # (it was killed), waiting would keep this process alive for ever.
-    events.cancel_join_thread()
 
 
-def _take_connections(channel: socket.socket, server: DispatchedAssociationServer) -> None:
+def _take_connections(channel: socket.socket, server: DispatchedAssociationServer,
+                      timeout_s: float, tell: Callable[[bytes], None]) -> None:
     """Serve each connection the node hands over, until the channel closes."""
     while True:
         try:
@@ -197,9 +240,15 @@ def _take_connections(channel: socket.socket, server: DispatchedAssociationServe
             return
         if not payload and not fds:
             return
+        if not fds:  # the descriptor did not make it (our descriptor limit): count it done
+            log.error("a connection handed over arrived without its descriptor")
+            tell(DONE)
+            continue
         for fd in fds:
             connection = socket.socket(fileno=fd)
             try:
+                # A peer that stalls half-way through a PDU is dropped, not waited on forever
+                connection.settimeout(timeout_s)
                 host, port = json.loads(payload)
                 server.serve_connection(connection, (str(host), int(port)))
             except Exception:  # never let one connection stop the hand-over
@@ -226,9 +275,15 @@ class ReceiverPool:
         self.size = count if count > 1 else 0
         self.restarts = 0
         self._context = multiprocessing.get_context("spawn")
-        self._events: Any = None
         self._dispatcher: Dispatcher | None = None
-        self._processes: list[BaseProcess] = []
+        self._receiver_config = config
+        self._processes: dict[int, BaseProcess] = {}
+        self._event_readers: dict[Connection, int] = {}
+        self._started_at: dict[int, float] = {}
+        self._quick_deaths: dict[int, int] = {}
+        """Slot -> deaths in a row, each soon after its start (for the back-off)."""
+        self._restart_at: dict[int, float] = {}
+        """Slot -> when its dead process may be replaced."""
         self._stopped_outside: set[int] = set()
         self._stop = threading.Event()
         self._stopping = False
@@ -251,24 +306,34 @@ class ReceiverPool:
     def pids(self) -> list[int]:
         """Process ids of the receiver processes running now."""
         with self._lock:
-            return [p.pid for p in self._processes if p.pid is not None and p.is_alive()]
+            return [p.pid for p in self._processes.values()
+                    if p.pid is not None and p.is_alive()]
 
     @property
     def ready_count(self) -> int:
         """How many receiver processes take connections now."""
         return self._dispatcher.ready_count if self._dispatcher is not None else 0
 
+    def loads(self) -> list[int]:
+        """Connections each ready receiver process holds now."""
+        return self._dispatcher.loads() if self._dispatcher is not None else []
+
     def start(self) -> None:
         """Listen on the configured port and start the receiver processes."""
         if self.size <= 0:
             return
         node = self.config.node
+        if self.config.tls.enabled:  # a bad certificate fails the start, not each receiver
+            server_context(self.config.tls, node.network_timeout_s)
         self._dispatcher = Dispatcher(
             node.host, node.port,
             on_all_ready=lambda: log.info("all %d receiving processes take connections",
                                           self.size),
         )
-        self._events = self._context.Queue()
+        # Receivers describe the node by the address actually bound (port 0, host names).
+        host, port = self._dispatcher.address
+        self._receiver_config = self.config.model_copy(update={
+            "node": node.model_copy(update={"host": host, "port": port})})
         self._threads = [
             threading.Thread(target=self._drain, name="receivers-events", daemon=True),
             threading.Thread(target=self._supervise, name="receivers", daemon=True),
@@ -283,8 +348,8 @@ class ReceiverPool:
         if self._dispatcher is None:
             return
         with self._lock:
-            self._stopping = True  # the supervisor restarts nothing from here on
-            processes = list(self._processes)
+            self._stopping = True  # the supervisor starts nothing from here on
+            processes = list(self._processes.values())
         self._dispatcher.stop()
         for process in processes:
             if process.is_alive():
@@ -298,69 +363,118 @@ class ReceiverPool:
                 process.join(5)
         # Only now may the supervisor thread end: its end SIGKILLs the processes it started.
         self._stop.set()
-        for thread in self._threads[1:]:
-            thread.join()
-        self._events.put(None)
-        for thread in self._threads[:1]:
+        for thread in self._threads:
             thread.join(5)
-        self._events.close()
-        self._events = None
+        with self._lock:
+            for reader in self._event_readers:
+                reader.close()
+            self._event_readers.clear()
         self._dispatcher = None
 
-    def _spawn(self, number: int) -> BaseProcess:
+    def _spawn(self, slot: int) -> None:
+        """Start the receiver process of ``slot`` (under ``self._lock``)."""
         assert self._dispatcher is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        process = self._context.Process(
-            target=receiver_main, args=(self.config, theirs, self._events, os.getpid()),
-            name="hypoxnode-receiver", daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self._dispatcher.add(number, ours)
-        return process
+        events_reader, events_writer = self._context.Pipe(duplex=False)
+        try:
+            process = self._context.Process(
+                target=receiver_main,
+                args=(self._receiver_config, theirs, events_writer, os.getpid()),
+                name="hypoxnode-receiver", daemon=True,
+            )
+            process.start()
+        except BaseException:
+            ours.close()
+            events_reader.close()
+            raise
+        finally:
+            theirs.close()
+            events_writer.close()
+        self._processes[slot] = process
+        self._event_readers[events_reader] = slot
+        self._dispatcher.add(slot, ours)
 
     def _supervise(self) -> None:
         """Start the processes, then restart any that dies, from this one long-lived thread.
 
         ``PR_SET_PDEATHSIG`` fires when the *thread* that started a process ends, so all of
-        them are started here and this thread lives as long as the pool.
+        them are started here and this thread lives as long as the pool; it never lets an
+        exception end it. A process that dies soon after it started is restarted after a
+        growing delay (up to :data:`RESTART_BACKOFF_MAX_S`), not in a loop.
         """
-        with self._lock:
-            self._processes = [self._spawn(number) for number in range(self.size)]
-        while not self._stop.wait(SUPERVISE_INTERVAL_S):
+        slots = list(range(self.size))
+        while True:
             with self._lock:
-                for number, process in enumerate(self._processes):
-                    if process.is_alive() or self._stopping or process.pid is None:
-                        continue
-                    if process.exitcode == 0:
-                        # SIGTERM from outside (the service manager stopping us all): a
-                        # clean stop, not a crash; the node stops too or runs with fewer.
-                        if process.pid not in self._stopped_outside:
-                            log.warning("receiver process %s was stopped by SIGTERM",
-                                        process.pid)
-                            self._stopped_outside.add(process.pid)
-                        continue
-                    log.error(
-                        "receiver process %s ended (exit code %s); starting another",
-                        process.pid, process.exitcode,
-                    )
-                    assert self._dispatcher is not None
-                    self._dispatcher.remove(number)
-                    self._processes[number] = self._spawn(number)
-                    self.restarts += 1
+                if self._stopping:
+                    return
+                for slot in slots:
+                    try:
+                        self._check_slot(slot)
+                    except Exception:  # a start that failed (no descriptors, ...): retry
+                        log.exception("could not start receiver process %d", slot)
+                        self._note_failure(slot)
+            if self._stop.wait(SUPERVISE_INTERVAL_S):
+                return
+
+    def _check_slot(self, slot: int) -> None:
+        process = self._processes.get(slot)
+        now = time.monotonic()
+        if process is not None:
+            if process.is_alive() or process.pid is None:
+                return
+            if process.exitcode == 0:
+                # SIGTERM from outside (the service manager stopping us all): a clean stop,
+                # not a crash; the node stops too or runs with fewer.
+                if process.pid not in self._stopped_outside:
+                    log.warning("receiver process %s was stopped by SIGTERM", process.pid)
+                    self._stopped_outside.add(process.pid)
+                return
+            if slot not in self._restart_at:  # first sight of this death
+                log.error("receiver process %s ended (exit code %s); starting another",
+                          process.pid, process.exitcode)
+                assert self._dispatcher is not None
+                self._dispatcher.remove(slot)
+                self.restarts += 1
+                quick = now - self._started_at.get(slot, 0.0) < QUICK_DEATH_S
+                self._note_failure(slot, quick)
+        if now < self._restart_at.get(slot, 0.0):
+            return  # backing off
+        self._restart_at.pop(slot, None)
+        self._spawn(slot)
+        self._started_at[slot] = time.monotonic()
+
+    def _note_failure(self, slot: int, quick: bool = True) -> None:
+        """Restart ``slot`` after a delay that doubles with each death soon after a start."""
+        count = self._quick_deaths.get(slot, 0) + 1 if quick else 0
+        self._quick_deaths[slot] = count
+        delay = min(RESTART_BACKOFF_MAX_S, SUPERVISE_INTERVAL_S * 2 ** (count - 1)) if count \
+            else 0.0
+        self._restart_at[slot] = time.monotonic() + delay
 
     def _drain(self) -> None:
         """Log the receivers' records and add their metric increments, in the node process."""
-        while True:
-            try:
-                event = self._events.get(timeout=1.0)
-            except queue.Empty:
+        while not self._stop.is_set():
+            with self._lock:
+                readers = list(self._event_readers)
+            if not readers:
+                self._stop.wait(0.2)
                 continue
-            except (EOFError, OSError):
-                return
-            if event is None:
-                return
-            if isinstance(event, logging.LogRecord):
-                logging.getLogger(event.name).handle(event)
-            elif event[0] == "metrics":
-                _apply_metrics(self.metrics, event[1])
+            for reader in wait(readers, timeout=0.5):
+                assert isinstance(reader, Connection)
+                try:
+                    event = reader.recv()
+                except (EOFError, OSError):  # that receiver ended: its pipe goes with it
+                    with self._lock:
+                        self._event_readers.pop(reader, None)
+                    reader.close()
+                    continue
+                except Exception:  # a message it could not finish (killed mid-send)
+                    log.exception("unreadable message from a receiver process")
+                    continue
+                self._handle(event)
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, logging.LogRecord):
+            logging.getLogger(event.name).handle(event)
+        elif isinstance(event, tuple) and event and event[0] == "metrics":
+            _apply_metrics(self.metrics, event[1])

@@ -54,16 +54,22 @@ def purge_study(
     index: Index, store: InstanceStore, study_uid: str, clock: Callable[[], float] = time.time
 ) -> bool:
     """Remove one done (or half-purged) study's files and rows; False if it changed state."""
-    started_at = clock()
     if not (index.set_study_state(study_uid, StudyState.PURGING, expected=StudyState.DONE)
             or _is_purging(index, study_uid)):
         return False
-    instances, results = index.study_files(study_uid)
-    for path in [*instances.values(), *results.values()]:
-        Path(path).unlink(missing_ok=True)
-    removed_study = index.forget_purged(study_uid, list(instances), list(results), started_at)
-    for directory in (store.instances_dir / study_uid, store.results_dir / study_uid):
-        _remove_empty_dirs(directory)
+    # Exclusive: no instance of the study is being stored (file and row) while its files,
+    # rows and folders go; one sent meanwhile waits, then is stored and kept.
+    with store.study_lock(study_uid, exclusive=True):
+        if not _is_purging(index, study_uid):
+            return False  # a new instance arrived while we waited: receiving again, keep all
+        started_at = clock()
+        instances, results = index.study_files(study_uid)
+        for path in [*instances.values(), *results.values()]:
+            Path(path).unlink(missing_ok=True)
+        removed_study = index.forget_purged(study_uid, list(instances), list(results),
+                                            started_at)
+        for directory in (store.instances_dir / study_uid, store.results_dir / study_uid):
+            _remove_empty_dirs(directory)
     audit.info(
         "purged study %s: %d instance(s), %d result object(s), results delivered%s",
         study_uid, len(instances), len(results),

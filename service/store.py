@@ -5,6 +5,7 @@ Layout under ``data_dir``::
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     results/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm
     tmp/                       (partial writes; emptied at start-up)
+    locks/NN.lock              (study locks, see InstanceStore.study_lock)
 
 A UID becomes a path component only after :func:`is_valid_uid` accepted it (digits and dots,
 at most 64 characters), so no received value can climb out of ``data_dir``.
@@ -12,16 +13,21 @@ at most 64 characters), so no received value can climb out of ``data_dir``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 UID_MAX_LENGTH = 64
+LOCK_STRIPES = 64
+"""Study locks are this many files; studies share one by a hash of their UID."""
 
 
 def is_valid_uid(value: object) -> bool:
@@ -58,8 +64,27 @@ class InstanceStore:
         self.instances_dir = self.root / "instances"
         self.results_dir = self.root / "results"
         self.tmp_dir = self.root / "tmp"
-        for directory in (self.instances_dir, self.results_dir, self.tmp_dir):
+        self.locks_dir = self.root / "locks"
+        for directory in (self.instances_dir, self.results_dir, self.tmp_dir, self.locks_dir):
             directory.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def study_lock(self, study_instance_uid: str, exclusive: bool) -> Iterator[None]:
+        """Hold a study's lock, across threads and processes.
+
+        Storing an instance (file and index row) holds it shared; purging the study holds it
+        exclusive, so a purge never removes a file that is being stored, nor its row, and
+        never removes a folder a store is about to rename a file into. ``flock`` on a fresh
+        open of one of :data:`LOCK_STRIPES` files: locks of different opens exclude each
+        other within one process too, and the kernel drops them if the process dies.
+        """
+        stripe = zlib.crc32(study_instance_uid.encode()) % LOCK_STRIPES
+        fd = os.open(self.locks_dir / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def has_room(self, incoming_bytes: int = 0) -> bool:
         """Whether the disk stays above the free-space floor after ``incoming_bytes``."""

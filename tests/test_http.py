@@ -14,7 +14,7 @@ from pydicom import examples
 
 from service.config import load_config
 from service.node import Node
-from tests.peers import storescu
+from tests.peers import storescu, wait_for
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -61,6 +61,11 @@ def test_health_status_and_metrics_move(node: Node, tmp_path: Path) -> None:
     path = tmp_path / "ct.dcm"
     examples.ct.save_as(path)
     assert storescu([path], node.port, "HYPOXNODE").returncode == 0
+    # Receiver processes send their counts to the node process as associations end
+    wait_for(lambda: _metric(_get(base + "/metrics")[1].decode(),
+                             "hypoxnode_instances_received_total")
+             > _metric(before.decode(), "hypoxnode_instances_received_total"), 5,
+             "/metrics to count the instance")
     _, after = _get(base + "/metrics")
     for name in ("hypoxnode_instances_received_total", "hypoxnode_received_bytes_total"):
         assert _metric(after.decode(), name) > _metric(before.decode(), name)

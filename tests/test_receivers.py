@@ -83,6 +83,9 @@ def test_connections_are_served_by_several_processes_and_counted_by_the_node(
         assert set(map(int, accepted)) == receivers, f"not handed to every receiver: {accepted}"
         wait_for(lambda: _metric(node.http_port, "hypoxnode_instances_received_total")
                  == SENDERS * FILES_PER_SENDER, 10, "/metrics to count every instance")
+        # Every association's end reached the node: it counts no connection as still held
+        wait_for(lambda: _status(node.http_port)["connections"] == [0, 0, 0], 10,
+                 "the node to count every connection done")
     finally:
         node.stop()
 
@@ -144,7 +147,8 @@ def test_the_node_process_receives_itself_when_configured_so(tmp_path: Path) -> 
     node = start_test_node(tmp_path, node_extra="receiver_processes = 1\n")
     try:
         status = _status(node.http_port)
-        assert status == {"configured": 1, "running": 1, "restarts": 0, "pids": []}
+        assert status == {"configured": 1, "running": 1, "restarts": 0, "pids": [],
+                          "connections": []}
         files = _study(tmp_path / "one", 3)
         assert storescu(files, node.port, "HYPOXNODE").returncode == 0
         assert "association accepted from SCANNER@" in node.log()

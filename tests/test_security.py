@@ -157,12 +157,15 @@ require_client_certificate = {str(require_client_certificate).lower()}
 """
 
 
+@pytest.mark.parametrize("receiver_processes", [1, 2])
 def test_tls_with_client_certificate_succeeds_and_without_is_refused(
-    tmp_path: Path, pki: Pki
+    tmp_path: Path, pki: Pki, receiver_processes: int
 ) -> None:
+    """In the node process, and in receiver processes (TLS handshake after the hand-over)."""
     files = [_ct_file(tmp_path / "scanner") for _ in range(3)]
     node = start_test_node(tmp_path / "node", http=False, sections=_tls_section(pki),
-                           echo_extra=_tls_client(pki))
+                           echo_extra=_tls_client(pki),
+                           node_extra=f"receiver_processes = {receiver_processes}\n")
     try:
         good = storescu(files, node.port, node.ae_title, extra=["-v", *_tls_client(pki)])
         assert good.returncode == 0, good.stdout + good.stderr

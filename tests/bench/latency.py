@@ -269,8 +269,8 @@ class GrowthPoint:
     main_after_processing_mb: float
     tree_processing_peak_mb: float
     latency_s: float | None
-    tree_after_receive_mb: float = 0.0
-    """Node process and every child (receiver processes, the idle worker) after receiving."""
+    receiving_after_receive_mb: float = 0.0
+    """Node process and its receiver processes (no worker) after receiving."""
 
 
 def growth(
@@ -307,7 +307,8 @@ def growth(
             after_receive = [s for s in pipeline.sampler.samples
                              if s.t >= t0 + (record.send_s or 0.0)]
             main_after_receive = after_receive[0].main_kb * 1024 / 1e6 if after_receive else 0.0
-            tree_after_receive = after_receive[0].tree_kb * 1024 / 1e6 if after_receive else 0.0
+            receiving_after = after_receive[0].receiving_kb * 1024 / 1e6 if after_receive \
+                else 0.0
             now = pipeline.sampler.sample()
             points.append(GrowthPoint(
                 study=k,
@@ -316,7 +317,7 @@ def growth(
                 main_after_processing_mb=round(now.main_kb * 1024 / 1e6, 1),
                 tree_processing_peak_mb=record.rss_processing.get("tree_mb", 0.0),
                 latency_s=record.latency_s,
-                tree_after_receive_mb=round(tree_after_receive, 1),
+                receiving_after_receive_mb=round(receiving_after, 1),
             ))
             progress(f"  growth study {k + 1}/{len(copies)}: main RSS after receive "
                      f"{points[-1].main_after_receive_mb:.0f} MB, after processing "
@@ -327,8 +328,8 @@ def growth(
     return {
         "points": [asdict(p) for p in points],
         "slope_after_receive_mb_per_study": slope([p.main_after_receive_mb for p in points]),
-        "slope_tree_after_receive_mb_per_study":
-            slope([p.tree_after_receive_mb for p in points]),
+        "slope_receiving_after_receive_mb_per_study":
+            slope([p.receiving_after_receive_mb for p in points]),
         "slope_after_processing_mb_per_study":
             slope([p.main_after_processing_mb for p in points]),
         "slope_receive_peak_mb_per_study": slope([p.receive_peak_main_mb for p in points]),

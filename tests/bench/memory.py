@@ -57,14 +57,32 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+RECEIVER_COMM = "hypoxnode-recv"
+"""``/proc/<pid>/comm`` of the node's receiver processes (``service/receivers.py``)."""
+
+
+def _comm(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One reading: wall-clock time, main process, all descendants and the largest one (kB)."""
+    """One reading: wall-clock time, main process, all descendants, the largest one and the
+    receiver processes (kB)."""
 
     t: float
     main_kb: int
     children_kb: int
     largest_child_kb: int
+    receivers_kb: int = 0
+
+    @property
+    def receiving_kb(self) -> int:
+        """Main process plus receiver processes: everything that receives, no worker."""
+        return self.main_kb + self.receivers_kb
 
     @property
     def tree_kb(self) -> int:
@@ -121,8 +139,11 @@ class RssSampler:
 
     def sample(self) -> Sample:
         """Take one reading now (also usable without the thread)."""
-        kids = [rss_kb(child) for child in descendants(self.pid)]
-        return Sample(time.time(), rss_kb(self.pid), sum(kids), max(kids, default=0))
+        children = descendants(self.pid)
+        kids = [rss_kb(child) for child in children]
+        receivers = sum(kb for child, kb in zip(children, kids, strict=True)
+                        if _comm(child) == RECEIVER_COMM)
+        return Sample(time.time(), rss_kb(self.pid), sum(kids), max(kids, default=0), receivers)
 
     def _run(self) -> None:
         while not self._stop.is_set():
