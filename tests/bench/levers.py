@@ -41,17 +41,15 @@ from tests.peers import free_port
 
 CASES: dict[str, dict[str, Any]] = {
     "baseline": {},
-    "fast-tmp": {"variant": "fast-tmp"},
-    "sqlite-normal": {"variant": "sqlite-normal"},
-    "fast-tmp + sqlite-normal": {"variant": "fast-tmp,sqlite-normal"},
-    "max_pdu_bytes = 0 (unlimited)": {"env": {"HYPOXNODE_NODE__MAX_PDU_BYTES": "0"}},
-    "poll-100us": {"variant": "poll-100us"},
-    "poll-100us + fast-tmp + sqlite-normal": {"variant": "poll-100us,fast-tmp,sqlite-normal"},
-    "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
-    "upstream-reactor": {"variant": "upstream-reactor"},
     "receiver_processes = 1": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"}},
+    "receiver_processes = 1, pynetdicom's polling reactor": {
+        "variant": "upstream-reactor", "env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"}},
     "receiver_processes = 2": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "2"}},
     "receiver_processes = 3": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "3"}},
+    "receiver_processes = 4": {"env": {"HYPOXNODE_NODE__RECEIVER_PROCESSES": "4"}},
+    "fast-tmp": {"variant": "fast-tmp"},
+    "max_pdu_bytes = 0 (unlimited)": {"env": {"HYPOXNODE_NODE__MAX_PDU_BYTES": "0"}},
+    "no-fsync (ceiling, not durable)": {"variant": "no-fsync"},
     "pynetdicom bare SCP (reference)": {"receiver": "pynetdicom-bare"},
     "pynetdicom bare SCP, prompt reactor": {"receiver": "pynetdicom-bare-prompt"},
     "orthanc (reference)": {"receiver": "orthanc"},
