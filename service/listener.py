@@ -278,7 +278,8 @@ def _on_connection_closed(event: Event) -> None:
         " (TLS handshake failed, timeout or not DICOM)",
         event.assoc.requestor.address, event.assoc.requestor.port,
     )
-    event.assoc.dul.to_user_queue.put(None)  # wakes the reactor: no request, it ends
+    # None wakes the reactor waiting for the request: it reads "no request" and ends
+    event.assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def _tls_peer(event: Event) -> str:
