@@ -52,6 +52,10 @@ AUDIT = logging.getLogger("hypoxnode.audit")
 DUL_IDLE_WAIT_S = 0.01
 """Longest wait of the DUL thread with nothing to do (it re-checks its ARTIM timer then)."""
 
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+"""``TCP_QUICKACK`` where the platform has it (Linux); it lasts until the kernel's next
+delayed-ACK decision, so it is set again before every read."""
+
 RECV_PREALLOCATE_BYTES = 1 << 20
 """Most a PDU read allocates ahead of the data arriving (a PDU length is the peer's claim)."""
 
@@ -143,6 +147,11 @@ class PromptSocket(AssociationSocket):
         Returns fewer bytes only when the peer closed the connection, as upstream.
         """
         peer = cast(socket.socket, self.socket)
+        if QUICKACK is not None:
+            # Acknowledge at once: a sender with Nagle's algorithm on (DCMTK's default) holds
+            # its next segment until our ACK, which Linux may otherwise delay up to 40 ms.
+            with contextlib.suppress(OSError):
+                peer.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         # Memory grows with what arrived, never with what the peer claims it will send.
         buffer = bytearray(min(nr_bytes, RECV_PREALLOCATE_BYTES))
         nr_read = 0
