@@ -15,6 +15,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydicom import examples
+from pydicom.uid import generate_uid
+
 from tests.peers import NodeProcess, free_port, start_node
 
 _SENDING = re.compile(r"Sending file: (.+?)\s*$")
@@ -162,3 +165,19 @@ def snapshot(root: Path, exclude: Path) -> dict[str, int]:
             except FileNotFoundError:
                 continue
     return found
+
+
+def ct_study(directory: Path, files: int) -> list[Path]:
+    """``files`` CT instances of one new study (pydicom's example CT, new UIDs) in
+    ``directory``; for tests about receiving, not quantification."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study_uid = generate_uid()
+    paths = []
+    for number in range(files):
+        ds = examples.ct.copy()
+        ds.StudyInstanceUID = study_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        paths.append(directory / f"{number}.dcm")
+        ds.save_as(paths[-1])
+    return paths

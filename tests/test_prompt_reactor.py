@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import examples
-from pydicom.uid import generate_uid
+from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -35,6 +34,7 @@ from service.prompt_reactor import (
 )
 from service.store import InstanceStore
 from tests.peers import storescu, wait_for
+from tests.reliability import ct_study
 
 UPSTREAM = {
     Association._run_reactor: "f28838c5559e462a",
@@ -106,15 +106,8 @@ def test_storescu_instances_are_stored_and_answered(
     server: tuple[ThreadedAssociationServer, Index], tmp_path: Path,
 ) -> None:
     running, index = server
-    study_uid = generate_uid()
-    files = []
-    for number in range(20):
-        ds = examples.ct.copy()
-        ds.StudyInstanceUID = study_uid
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        files.append(tmp_path / f"{number}.dcm")
-        ds.save_as(files[-1])
+    files = ct_study(tmp_path / "scanner", 20)
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     result = storescu(files, int(running.server_address[1]), "HYPOXNODE")
     assert result.returncode == 0, result.stderr
     assert len(index.study_instances(study_uid)) == 20

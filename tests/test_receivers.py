@@ -14,28 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pydicom import examples
-from pydicom.uid import generate_uid
-
 from tests.peers import storescu, wait_for
-from tests.reliability import http_json, index_rows, start_test_node
+from tests.reliability import ct_study, http_json, index_rows, start_test_node
 
 SENDERS = 8
 FILES_PER_SENDER = 5
-
-
-def _study(directory: Path, files: int) -> list[Path]:
-    directory.mkdir(parents=True)
-    study_uid = generate_uid()
-    paths = []
-    for number in range(files):
-        ds = examples.ct.copy()
-        ds.StudyInstanceUID = study_uid
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        paths.append(directory / f"{number}.dcm")
-        ds.save_as(paths[-1])
-    return paths
 
 
 def _children(pid: int) -> set[int]:
@@ -68,7 +51,7 @@ def test_connections_are_served_by_several_processes_and_counted_by_the_node(
         assert _status(node.http_port)["configured"] == 3
         wait_for(lambda: _status(node.http_port)["running"] == 3, 30, "3 receiving processes")
         receivers = set(_status(node.http_port)["pids"])
-        studies = [_study(tmp_path / f"s{n}", FILES_PER_SENDER) for n in range(SENDERS)]
+        studies = [ct_study(tmp_path / f"s{n}", FILES_PER_SENDER) for n in range(SENDERS)]
         with ThreadPoolExecutor(SENDERS) as pool:
             results = list(pool.map(lambda files: storescu(files, node.port, "HYPOXNODE"),
                                     studies))
@@ -113,7 +96,7 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
         assert f"receiver process {victim} ended" in node.log()
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
             assert "receiving processes 2 of 2 (1 restarted)" in page.read().decode()
-        files = _study(tmp_path / "after", 4)
+        files = ct_study(tmp_path / "after", 4)
         for _ in range(4):  # connections handed to both processes still succeed
             assert storescu(files, node.port, "HYPOXNODE").returncode == 0
 
@@ -149,7 +132,7 @@ def test_the_node_process_receives_itself_when_configured_so(tmp_path: Path) -> 
         status = _status(node.http_port)
         assert status == {"configured": 1, "running": 1, "restarts": 0, "pids": [],
                           "connections": []}
-        files = _study(tmp_path / "one", 3)
+        files = ct_study(tmp_path / "one", 3)
         assert storescu(files, node.port, "HYPOXNODE").returncode == 0
         assert "association accepted from SCANNER@" in node.log()
         assert re.search(rf"\[{node.process.pid}\] hypoxnode\.audit: association accepted "
