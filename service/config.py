@@ -69,7 +69,7 @@ class NodeConfig(_Section):
     port: int = Field(default=11112, ge=0, le=65535)
     data_dir: Path = Path("./var")
     max_associations: int = Field(default=10, ge=1, le=200)
-    """Most associations each receiving process serves at once (see ``receiver_processes``)."""
+    """Most associations the node serves at once, over all its receiving processes."""
     receiver_processes: int = Field(default=0, ge=0, le=32)
     """Processes that receive C-STOREs; the node process accepts each connection and hands
     it to the least busy. 0: one per CPU core, at most 4. 1: the node process receives."""

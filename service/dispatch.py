@@ -52,10 +52,13 @@ class Dispatcher:
         Where to listen (port 0: any free port, see :attr:`port`).
     on_all_ready
         Called once, the first time every receiver added so far is ready.
+    max_connections
+        Connections beyond this many held are handed over marked *over the limit*, for the
+        receiver to reject the association (``node.max_associations`` for the whole node).
     """
 
-    def __init__(self, host: str, port: int, on_all_ready: Callable[[], None] | None = None
-                 ) -> None:
+    def __init__(self, host: str, port: int, on_all_ready: Callable[[], None] | None = None,
+                 max_connections: int | None = None) -> None:
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)[0][0]
         # "::" takes IPv4 scanners too, as the node's own listener does on Linux.
@@ -73,6 +76,7 @@ class Dispatcher:
         self._commands: deque[tuple[str, int, socket.socket | None]] = deque()
         self._pending: deque[tuple[socket.socket, tuple[str, int], float]] = deque()
         self._on_all_ready = on_all_ready
+        self._max_connections = max_connections
         self._stop = False
         self._handed_over = 0
         self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)
@@ -210,7 +214,11 @@ class Dispatcher:
                     continue
                 return
             target = min(ready, key=lambda r: (r.load, r.given))
-            payload = json.dumps([address[0], address[1]]).encode()
+            # Beyond the limit it is still handed over: a receiver answers A-ASSOCIATE-RJ
+            # (transient), as a DICOM peer expects, rather than a closed connection.
+            held = sum(r.load for r in self._receivers.values())
+            over = self._max_connections is not None and held >= self._max_connections
+            payload = json.dumps([address[0], address[1], over]).encode()
             try:
                 socket.send_fds(target.channel, [payload], [connection.fileno()])
             except (BlockingIOError, InterruptedError):

@@ -220,17 +220,23 @@ def handle_store(
 
 
 def _on_requested(event: Event, config: Config, assoc_log: AssociationLog) -> None:
-    """A-ASSOCIATE-RQ received: refuse hosts outside ``node.allowed_calling_hosts``."""
+    """A-ASSOCIATE-RQ received: refuse hosts outside ``node.allowed_calling_hosts``, and
+    associations beyond ``node.max_associations`` across receiver processes."""
     address = str(event.assoc.requestor.address)
-    if config.node.host_allowed(address):
+    if not config.node.host_allowed(address):
+        # Rejected (permanent), service user, no reason given: PS3.8 has no "host unknown".
+        event.assoc.acse.send_reject(0x01, 0x01, 0x01)
+        why = "host not in node.allowed_calling_hosts"
+    elif getattr(event.assoc, "over_limit", False):
+        # Rejected (transient), service provider (presentation), local limit exceeded: what
+        # pynetdicom answers beyond its own maximum_associations in one process.
+        event.assoc.acse.send_reject(0x02, 0x03, 0x02)
+        why = f"Local limit exceeded: node.max_associations ({config.node.max_associations})"
+    else:
         return
-    # Rejected (permanent), service user, no reason given: PS3.8 has no "host unknown".
-    event.assoc.acse.send_reject(0x01, 0x01, 0x01)
     event.assoc.kill()
     assoc_log.metrics.associations.labels("rejected").inc()
-    audit.warning(
-        "association rejected from %s: host not in node.allowed_calling_hosts", _peer(event)
-    )
+    audit.warning("association rejected from %s: %s", _peer(event), why)
 
 
 def _on_accepted(event: Event, assoc_log: AssociationLog) -> None:

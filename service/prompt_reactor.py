@@ -173,6 +173,9 @@ class PromptAssociation(Association):
     on_end: Callable[[], None] | None = None
     """Called when the association's thread ends, however it ends."""
 
+    over_limit = False
+    """Handed over while the node held ``max_associations`` already: to be rejected."""
+
     def run(self) -> None:
         """The association thread (upstream), then :attr:`on_end`."""
         try:
@@ -256,7 +259,9 @@ class PromptRequestHandler(RequestHandler):
         assoc = super()._create_association()
         make_prompt(assoc)
         if isinstance(self.server, DispatchedAssociationServer):
-            cast(PromptAssociation, assoc).on_end = self.server.on_connection_end
+            prompt = cast(PromptAssociation, assoc)
+            prompt.on_end = self.server.on_connection_end
+            prompt.over_limit = self.server.take_over_limit(self.request.fileno())
         return assoc
 
 
@@ -279,15 +284,36 @@ class DispatchedAssociationServer(PromptAssociationServer):
 
     on_connection_end: Callable[[], None] = staticmethod(lambda: None)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._over_limit: set[int] = set()
+        self._over_limit_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def server_bind(self) -> None:
         """No socket of its own to bind."""
 
     def server_activate(self) -> None:
         """No socket of its own to listen on."""
 
-    def serve_connection(self, connection: socket.socket, address: tuple[str, int]) -> None:
-        """Serve an accepted connection in a thread of its own (TLS handshake there too)."""
+    def serve_connection(self, connection: socket.socket, address: tuple[str, int],
+                         over_limit: bool = False) -> None:
+        """Serve an accepted connection in a thread of its own (TLS handshake there too).
+
+        ``over_limit``: the node holds its maximum of associations already; the association
+        gets ``over_limit = True`` for the A-ASSOCIATE-RQ handler to reject it.
+        """
+        if over_limit:
+            with self._over_limit_lock:
+                self._over_limit.add(connection.fileno())
         self.process_request(connection, address)
+
+    def take_over_limit(self, fileno: int) -> bool:
+        """Whether the connection on ``fileno`` was handed over beyond the limit (once)."""
+        with self._over_limit_lock:
+            if fileno in self._over_limit:
+                self._over_limit.discard(fileno)
+                return True
+            return False
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """TLS handshake (where upstream does it at ``accept``), then upstream's handling."""

@@ -249,8 +249,8 @@ def _take_connections(channel: socket.socket, server: DispatchedAssociationServe
             try:
                 # A peer that stalls half-way through a PDU is dropped, not waited on forever
                 connection.settimeout(timeout_s)
-                host, port = json.loads(payload)
-                server.serve_connection(connection, (str(host), int(port)))
+                host, port, over_limit = json.loads(payload)
+                server.serve_connection(connection, (str(host), int(port)), bool(over_limit))
             except Exception:  # never let one connection stop the hand-over
                 log.exception("could not serve a handed-over connection")
                 connection.close()
@@ -329,6 +329,7 @@ class ReceiverPool:
             node.host, node.port,
             on_all_ready=lambda: log.info("all %d receiving processes take connections",
                                           self.size),
+            max_connections=node.max_associations,
         )
         # Receivers describe the node by the address actually bound (port 0, host names).
         host, port = self._dispatcher.address

@@ -89,10 +89,13 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
         assert _listens_on(node.process.pid, node.port)
         victim = min(receivers)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: _status(node.http_port)["running"] == 2
-                 and victim not in _status(node.http_port)["pids"], 30,
-                 "a new receiver process")
-        assert _status(node.http_port)["restarts"] == 1
+
+        def replaced() -> bool:
+            status = _status(node.http_port)
+            return bool(status["restarts"] == 1 and status["running"] == 2
+                        and len(status["pids"]) == 2 and victim not in status["pids"])
+
+        wait_for(replaced, 30, "a new receiver process taking connections")
         assert f"receiver process {victim} ended" in node.log()
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
             assert "receiving processes 2 of 2 (1 restarted)" in page.read().decode()

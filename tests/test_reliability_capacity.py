@@ -90,8 +90,14 @@ def _associate(port: int) -> Association:
     return ae.associate("127.0.0.1", port, ae_title="HYPOXNODE")
 
 
-def test_association_beyond_the_maximum_is_refused_until_one_ends(tmp_path: Path) -> None:
-    node = start_test_node(tmp_path / "node", http=False, node_extra="max_associations = 2")
+@pytest.mark.parametrize("receiver_processes", [1, 2])
+def test_association_beyond_the_maximum_is_refused_until_one_ends(
+    tmp_path: Path, receiver_processes: int
+) -> None:
+    """The limit holds for the whole node, also when receiver processes share the work."""
+    node = start_test_node(tmp_path / "node", http=False,
+                           node_extra=f"max_associations = 2\nreceiver_processes = "
+                           f"{receiver_processes}\n")
     held: list[Association] = []
     try:
         held = [_associate(node.port) for _ in range(2)]
