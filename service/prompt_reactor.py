@@ -2,8 +2,8 @@
 
 pynetdicom 3.0 runs each association in two threads that poll: the DUL thread sleeps 1 ms
 whenever its socket has nothing to read and nothing is queued to send, and the association
-thread sleeps 1 ms before every look at its DIMSE message queue (its source says "TODO: try
-and make this event based"). A C-STORE sender that waits for each response before it sends
+thread sleeps 1 ms before every look at its DIMSE message queue (pynetdicom's own comment
+there plans an event-based loop). A C-STORE sender that waits for each response before it sends
 the next instance (DCMTK ``storescu``, most scanners) pays those sleeps on every instance:
 ``tests/bench/profile_ingest.py`` found the association thread waiting in them 36 % of its
 time. Here both threads wait on the thing they are waiting for:
