@@ -14,9 +14,12 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset, read_partial
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -39,6 +42,7 @@ from service.config import Config
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
 from service.prompt_reactor import DispatchedAssociationServer, dispatched_server, start_server
+from service.spool import SpoolReserve, spooled
 from service.store import InstanceStore, StoreError, is_valid_uid
 from service.tls import server_context
 
@@ -145,21 +149,57 @@ def handle_echo(event: Event) -> int:
     return dimse_status.SUCCESS
 
 
+ROUTING_TAGS = [
+    Tag("SOPClassUID"), Tag("SOPInstanceUID"), Tag("Modality"),
+    Tag("StudyInstanceUID"), Tag("SeriesInstanceUID"),
+]
+"""What the handler reads of a data set: where the instance goes and what it is."""
+
+_LAST_ROUTING_TAG = max(ROUTING_TAGS)
+
+
+def _past_routing_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return tag > _LAST_ROUTING_TAG
+
+
+def routing_attributes(event: Event) -> Dataset:
+    """The :data:`ROUTING_TAGS` of the C-STORE data set: read from the head of the spooled
+    file (:mod:`service.spool`), or decoded from memory when it was not spooled."""
+    spool = spooled(event.request)
+    if spool is None:
+        return event.dataset
+    syntax = spool.transfer_syntax
+    with open(spool.name, "rb") as handle:
+        if syntax.is_deflated:  # pydicom inflates it
+            return read_partial(cast(BinaryIO, handle), stop_when=_past_routing_tags,
+                                specific_tags=list(ROUTING_TAGS))
+        handle.seek(spool.data_set_offset)  # the file meta is ours: straight to the data set
+        return read_dataset(cast(BinaryIO, handle), syntax.is_implicit_VR,
+                            syntax.is_little_endian, stop_when=_past_routing_tags)
+
+
 def handle_store(
     event: Event,
     store: InstanceStore,
     index: Index,
     assoc_log: AssociationLog,
 ) -> int | tuple[int, Dataset]:
-    """C-STORE: write the instance durably, index it, then answer.
+    """C-STORE: make the instance durable, index it, then answer.
 
     Returns
     -------
     int
         A status from :mod:`service.dimse_status`.
     """
+    spool = spooled(event.request)
+    write_error = spool.error if spool is not None else None
+    if write_error is not None:
+        log.error("C-STORE from %s refused: could not write the data set as it arrived (%s)",
+                  _peer(event), write_error.strerror or write_error)
+        assoc_log.refused(event.assoc)
+        return dimse_status.OUT_OF_RESOURCES
     try:
-        dataset = event.dataset
+        dataset = routing_attributes(event)
         study_uid = dataset.get("StudyInstanceUID")
         series_uid = dataset.get("SeriesInstanceUID")
         sop_uid = dataset.get("SOPInstanceUID")
@@ -188,15 +228,16 @@ def handle_store(
         assoc_log.refused(event.assoc)
         return dimse_status.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
-    encoded = event.encoded_dataset(include_meta=True)
+    encoded = event.encoded_dataset(include_meta=True) if spool is None else b""
     if not store.has_room(len(encoded)):
         log.error("C-STORE from %s refused: free disk space below the floor", _peer(event))
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
     try:
         with store.study_lock(str(study_uid), exclusive=False):  # no purge meanwhile
-            stored = store.write_instance(encoded, str(study_uid), str(series_uid),
-                                          str(sop_uid))
+            uids = (str(study_uid), str(series_uid), str(sop_uid))
+            stored = store.write_instance(encoded, *uids) if spool is None \
+                else store.adopt_instance(Path(spool.name), *uids)
             index.record_instance(
                 InstanceRecord(
                     sop_instance_uid=str(sop_uid),
@@ -349,7 +390,7 @@ def start_listener(
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
     return start_server(build_ae(config), (config.node.host, config.node.port), handlers,
-                        ssl_context=context)
+                        ssl_context=context, spool=SpoolReserve(store.tmp_dir))
 
 
 def dispatched_listener(
@@ -365,4 +406,4 @@ def dispatched_listener(
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
     return dispatched_server(build_ae(config), (config.node.host, config.node.port), handlers,
-                             ssl_context=context)
+                             ssl_context=context, spool=SpoolReserve(store.tmp_dir))

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+from pynetdicom import _config as pynetdicom_config
+
 
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, process id, message (and the exception,
@@ -52,6 +54,9 @@ def set_levels(level: str) -> None:
     """
     root = logging.getLogger()
     root.setLevel(level.upper())
-    # pynetdicom logs every PDU at INFO; keep its chatter to warnings.
+    # pynetdicom logs every PDU at INFO; keep its chatter to warnings. Its "standard" event
+    # handlers would still format those lines for every PDU and DIMSE message, to be dropped:
+    # "none" unbinds them (its warnings and errors stay).
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, root.level))
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

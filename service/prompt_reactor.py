@@ -44,6 +44,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from service.spool import SpoolingDIMSE, SpoolReserve, make_spooling
+
 LOGGER = logging.getLogger("pynetdicom.assoc")
 """pynetdicom's own logger: the messages below are the upstream reactor's."""
 
@@ -181,6 +183,8 @@ class PromptAssociation(Association):
         try:
             super().run()
         finally:
+            if isinstance(self.dimse, SpoolingDIMSE):
+                self.dimse.discard_unfinished()
             if self.on_end is not None:
                 self.on_end()
 
@@ -258,6 +262,9 @@ class PromptRequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         make_prompt(assoc)
+        spool: SpoolReserve | None = getattr(self.server, "spool", None)
+        if spool is not None:
+            make_spooling(assoc.dimse, spool)
         if isinstance(self.server, DispatchedAssociationServer):
             prompt = cast(PromptAssociation, assoc)
             prompt.on_end = self.server.on_connection_end
@@ -267,6 +274,16 @@ class PromptRequestHandler(RequestHandler):
 
 class PromptAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with :class:`PromptRequestHandler`."""
+
+    spool: SpoolReserve | None = None
+    """The files C-STORE data sets are written to as they arrive (:mod:`service.spool`);
+    None keeps them in memory, as upstream does. Closed with the server."""
+
+    def server_close(self) -> None:
+        """Upstream's, then the spool reserve's files not used are removed."""
+        super().server_close()
+        if self.spool is not None:
+            self.spool.close()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = PromptRequestHandler
@@ -342,15 +359,18 @@ def start_server(
     address: tuple[str, int],
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
+    spool: SpoolReserve | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with prompt associations.
 
     Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
+    ``spool``: see :attr:`PromptAssociationServer.spool`.
     """
-    server = ae.make_server(
+    server = cast(PromptAssociationServer, ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
         server_class=PromptAssociationServer,
-    )
+    ))
+    server.spool = spool
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
@@ -366,11 +386,14 @@ def dispatched_server(
     address: tuple[str, int],
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
+    spool: SpoolReserve | None = None,
 ) -> DispatchedAssociationServer:
     """A :class:`DispatchedAssociationServer` for ``ae``; ``address`` is the node's, for the
-    association's acceptor address (nothing is bound to it here)."""
-    server = ae.make_server(
+    association's acceptor address (nothing is bound to it here). ``spool``: see
+    :attr:`PromptAssociationServer.spool`."""
+    server = cast(DispatchedAssociationServer, ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
         server_class=DispatchedAssociationServer,
-    )
-    return cast(DispatchedAssociationServer, server)
+    ))
+    server.spool = spool
+    return server

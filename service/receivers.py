@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from service.config import Config
@@ -44,6 +45,7 @@ from service.listener import dispatched_listener
 from service.logs import set_levels
 from service.metrics import Metrics
 from service.prompt_reactor import DispatchedAssociationServer
+from service.spool import remove_orphans
 from service.store import InstanceStore
 from service.tls import server_context
 
@@ -406,9 +408,9 @@ class ReceiverPool:
         slots = list(range(self.size))
         while True:
             with self._lock:
-                if self._stopping:
-                    return
-                for slot in slots:
+                # Stopping: start nothing more, but live on until stop() has let the
+                # processes finish (this thread's end would SIGKILL them).
+                for slot in slots if not self._stopping else ():
                     try:
                         self._check_slot(slot)
                     except Exception:  # a start that failed (no descriptors, ...): retry
@@ -436,6 +438,11 @@ class ReceiverPool:
                 assert self._dispatcher is not None
                 self._dispatcher.remove(slot)
                 self.restarts += 1
+                removed = remove_orphans(Path(self.config.data_dir).resolve() / "tmp",
+                                         process.pid)
+                if removed:
+                    log.warning("removed %d partial data set(s) that receiver process %s was"
+                                " receiving", removed, process.pid)
                 quick = now - self._started_at.get(slot, 0.0) < QUICK_DEATH_S
                 self._note_failure(slot, quick)
         if now < self._restart_at.get(slot, 0.0):

@@ -4,7 +4,8 @@ Layout under ``data_dir``::
 
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     results/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm
-    tmp/                       (partial writes; emptied at start-up)
+    tmp/                       (partial writes and data sets being received, see
+                                service.spool; emptied at start-up)
     locks/NN.lock              (study locks, see InstanceStore.study_lock)
 
 A UID becomes a path component only after :func:`is_valid_uid` accepted it (digits and dots,
@@ -122,6 +123,33 @@ class InstanceStore:
         final = self.instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
         self._atomic_write(final, data)
         return StoredFile(final, len(data))
+
+    def adopt_instance(
+        self,
+        spooled: Path,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+    ) -> StoredFile:
+        """Make a complete Part 10 file written in ``tmp/`` durable and move it into place
+        (fsync, rename, fsync of the folder); see :mod:`service.spool`.
+
+        A re-sent instance (same SOPInstanceUID) replaces the earlier file atomically.
+        """
+        final = self.instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
+        try:
+            fd = os.open(spooled, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            _make_dirs_durably(final.parent)
+            os.replace(spooled, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreError(f"could not write {final.name}: {exc.strerror or exc}") from exc
+        return StoredFile(final, size)
 
     def result_path(self, study_instance_uid: str, kind: str, sop_instance_uid: str) -> Path:
         """Where a result object of ``kind`` (SEG, SR, SC) is kept."""

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from service.spool import SPOOL_PREFIX
 from tests.peers import storescu, wait_for
 from tests.reliability import ct_study, http_json, index_rows, start_test_node
 
@@ -88,6 +89,11 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
         assert not any(_listens_on(pid, node.port) for pid in receivers)  # the node accepts
         assert _listens_on(node.process.pid, node.port)
         victim = min(receivers)
+        # What a receiver killed mid-transfer leaves: its partial data set in tmp/
+        spool_dir = tmp_path / "data" / "tmp"
+        planted = {pid: spool_dir / f"{SPOOL_PREFIX}{pid}-planted.part" for pid in receivers}
+        for path in planted.values():
+            path.write_bytes(b"partial")
         os.kill(victim, signal.SIGKILL)
 
         def replaced() -> bool:
@@ -97,6 +103,8 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
 
         wait_for(replaced, 30, "a new receiver process taking connections")
         assert f"receiver process {victim} ended" in node.log()
+        assert not planted[victim].exists(), "the dead receiver's partial data set is left"
+        assert all(path.exists() for pid, path in planted.items() if pid != victim)
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
             assert "receiving processes 2 of 2 (1 restarted)" in page.read().decode()
         files = ct_study(tmp_path / "after", 4)
@@ -110,6 +118,34 @@ def test_a_receiver_process_that_dies_is_replaced_and_none_outlives_the_node(
                  "receiver processes to end with the killed node")
     finally:
         node.stop()
+
+
+def test_a_stopped_node_lets_the_open_association_finish(tmp_path: Path) -> None:
+    """SIGTERM (``systemctl stop``) mid-association: no new connection is taken, but the
+    sender's association runs to its end and every instance is stored, then the node exits
+    cleanly and leaves nothing in tmp/."""
+    files = ct_study(tmp_path / "study", 400)
+    node = start_test_node(tmp_path, node_extra="receiver_processes = 2\n")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(storescu, files, node.port, "HYPOXNODE")
+
+            def stored() -> int:
+                return int(index_rows(tmp_path / "data",
+                                      "SELECT COUNT(*) AS n FROM instances")[0]["n"])
+
+            wait_for(lambda: stored() >= 10, 60, "the first instances stored")
+            node.process.send_signal(signal.SIGTERM)
+            assert stored() < len(files), "the study was sent before the stop: make it larger"
+            result = sending.result(timeout=120)
+        assert node.process.wait(60) == 0, node.log()[-3000:]
+    finally:
+        node.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert stored() == len(files)
+    assert "association released from SCANNER@127.0.0.1:" in node.log()
+    assert f"{len(files)} instances stored" in node.log()
+    assert not list((tmp_path / "data" / "tmp").iterdir())
 
 
 def _listens_on(pid: int, port: int) -> bool:

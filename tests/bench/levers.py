@@ -55,7 +55,8 @@ CASES: dict[str, dict[str, Any]] = {
     "orthanc (reference)": {"receiver": "orthanc"},
 }
 """Case -> how the receiver is started: a node ``variant`` (``node_variant.py``), ``env``
-settings of the node, or another ``receiver``."""
+settings of the node, or another ``receiver``. ``--against REV`` adds a case whose
+``code_dir`` is ``git archive REV``: the node as it was, side by side with the code measured."""
 
 
 def _one(case: dict[str, Any], files: list[Path], workdir: Path, code_dir: Path,
@@ -66,7 +67,8 @@ def _one(case: dict[str, Any], files: list[Path], workdir: Path, code_dir: Path,
     else:
         port = free_port()
         running = start_hypoxnode(
-            workdir, code_dir, node_config_toml(workdir / "data", port), port,
+            workdir, case.get("code_dir", code_dir), node_config_toml(workdir / "data", port),
+            port,
             variant=case.get("variant", ""), env_overrides=case.get("env"),
         )
     try:
@@ -166,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "bench")
     parser.add_argument("--case", action="append", choices=list(CASES), dest="cases",
                         help="measure only these cases (repeatable; default all)")
+    parser.add_argument("--against", metavar="REV",
+                        help="also measure the node at `git archive REV` (first column, the "
+                        "one the others are compared with)")
     parser.add_argument("--processing", action="store_true",
                         help="compare the quant levers of quant_variant.py on the whole-body "
                         "study instead of the receiving levers")
@@ -186,12 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = QUICK_80 if args.quick else PET_CT_600
     files = ensure_copies(spec, workdir / "studies", 1)[0]
     rates: dict[tuple[str, int], list[float]] = {}
+    cases = dict(CASES)
     names = args.cases or list(CASES)
+    if args.against:
+        against = f"node at {args.against} ({_git('rev-parse', '--short', args.against)})"
+        cases[against] = {"code_dir": _snapshot(args.against, workdir / "code-against")}
+        names = [against, *names]
     for n_assoc in (1, 4):
         for run in range(args.runs):
             order = names[run % len(names):] + names[:run % len(names)]
             for name in order:
-                rate = _one(CASES[name], files, workdir / "scratch-levers", code_dir, n_assoc)
+                rate = _one(cases[name], files, workdir / "scratch-levers", code_dir, n_assoc)
                 print(f"  {n_assoc} assoc run {run + 1}/{args.runs} {name:32s} {rate}/s",
                       flush=True)
                 if rate is not None:

@@ -53,7 +53,8 @@ def apply(variants: list[str]) -> None:
     if "upstream-reactor" in variants:
         from service import listener
 
-        def upstream(ae: Any, address: Any, handlers: Any, ssl_context: Any = None) -> Any:
+        def upstream(ae: Any, address: Any, handlers: Any, ssl_context: Any = None,
+                     spool: Any = None) -> Any:  # upstream does not spool
             return ae.start_server(address, block=False, evt_handlers=handlers,
                                    ssl_context=ssl_context)
 
