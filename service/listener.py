@@ -192,9 +192,9 @@ def handle_store(
         A status from :mod:`service.dimse_status`.
     """
     spool = spooled(event.request)
-    write_error = spool.error if spool is not None else None
+    write_error = spool.make_durable() if spool is not None else None
     if write_error is not None:
-        log.error("C-STORE from %s refused: could not write the data set as it arrived (%s)",
+        log.error("C-STORE from %s refused: could not write the data set to disk (%s)",
                   _peer(event), write_error.strerror or write_error)
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
@@ -237,7 +237,7 @@ def handle_store(
         with store.study_lock(str(study_uid), exclusive=False):  # no purge meanwhile
             uids = (str(study_uid), str(series_uid), str(sop_uid))
             stored = store.write_instance(encoded, *uids) if spool is None \
-                else store.adopt_instance(Path(spool.name), *uids)
+                else store.adopt_instance(Path(spool.name), *uids, synced=spool.durable)
             index.record_instance(
                 InstanceRecord(
                     sop_instance_uid=str(sop_uid),

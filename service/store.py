@@ -130,9 +130,11 @@ class InstanceStore:
         study_instance_uid: str,
         series_instance_uid: str,
         sop_instance_uid: str,
+        synced: bool = False,
     ) -> StoredFile:
         """Make a complete Part 10 file written in ``tmp/`` durable and move it into place
-        (fsync, rename, fsync of the folder); see :mod:`service.spool`.
+        (fsync unless ``synced`` says the writer did it, rename, fsync of the folder); see
+        :mod:`service.spool`.
 
         A re-sent instance (same SOPInstanceUID) replaces the earlier file atomically.
         """
@@ -140,7 +142,8 @@ class InstanceStore:
         try:
             fd = os.open(spooled, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                if not synced:
+                    os.fsync(fd)
                 size = os.fstat(fd).st_size
             finally:
                 os.close(fd)

@@ -19,12 +19,13 @@ import pydicom
 import pytest
 from pydicom import examples
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
@@ -32,7 +33,7 @@ from service import dimse_status
 from service.config import load_config
 from service.index import Index
 from service.listener import start_listener
-from service.spool import SPOOL_PREFIX, SpoolReserve
+from service.spool import SPOOL_PREFIX, SpoolReserve, file_meta
 from service.store import InstanceStore
 from tests.peers import storescu, wait_for
 
@@ -223,3 +224,18 @@ def test_the_reserve_hands_out_new_empty_files_and_removes_the_rest(tmp_path: Pa
     wait_for(lambda: len(list(tmp_path.iterdir())) == 5 + 3, 10, "the reserve refilled")
     reserve.close()
     assert sorted(tmp_path.iterdir()) == sorted(Path(name) for _fd, name in taken)
+
+
+@pytest.mark.parametrize("sop_instance_uid", [
+    "1.2.3", "1.2.34", generate_uid(), "1.2.840.113619.2.55.3.604688119.969.1268071029.320",
+    "9" * 64, "1." + "9" * 61,
+])
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, "1.2.840.10008.1.2"])
+def test_the_file_meta_is_what_pydicom_writes(sop_instance_uid: str,
+                                               transfer_syntax: str) -> None:
+    expected = BytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(expected, create_file_meta(
+        sop_class_uid=CTImageStorage, sop_instance_uid=UID(sop_instance_uid),
+        transfer_syntax=UID(transfer_syntax)))
+    assert file_meta(CTImageStorage, sop_instance_uid, transfer_syntax) == expected.getvalue()
