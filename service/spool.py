@@ -37,9 +37,14 @@ from typing import Any, cast
 
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
+from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
+from pynetdicom.pdu_primitives import P_DATA
+
+from service.store_response import c_store_rsp_command
 
 log = logging.getLogger("hypoxnode.listener")
 
@@ -256,8 +261,9 @@ def _file_meta_template(sop_class_uid: str, transfer_syntax: str,
 
 
 class SpoolingDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, spooling C-STORE-RQ data sets to files of
-    :attr:`reserve`."""
+    """pynetdicom's DIMSE provider of a receiving association: C-STORE-RQ data sets go to
+    files of :attr:`reserve` as they arrive, and C-STORE responses are encoded by
+    :mod:`service.store_response`."""
 
     reserve: SpoolReserve
 
@@ -300,6 +306,23 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         message.data_set = BytesIO()
         message._data_set_file = spool  # type: ignore[assignment]
         message._data_set_path = Path(spool.name)
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """A C-STORE response as one P-DATA encoded by :mod:`service.store_response`;
+        everything else, and any response with more than the required elements, upstream's
+        way. Upstream also triggers ``EVT_DIMSE_SENT`` here: only when nothing is bound to it
+        (pynetdicom's logging handlers are off, see :func:`service.logs.set_levels`) is the
+        short way taken."""
+        command = c_store_rsp_command(primitive) if isinstance(primitive, C_STORE) else None
+        limit = self.maximum_pdu_size
+        if (command is None or (limit and len(command) + 6 > limit)
+                or self.assoc.get_handlers(evt.EVT_DIMSE_SENT)):
+            super().send_msg(primitive, context_id)
+            return
+        p_data = P_DATA()
+        # Message control header 0x03: command information, last fragment (PS3.8 E.2)
+        p_data.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(p_data)
 
     def discard_unfinished(self) -> None:
         """Remove the spool files of data sets this association will never hand to the
