@@ -35,18 +35,25 @@ def _single_process_node(workdir: Path, code_dir: Path) -> Running:
                            env_overrides={"HYPOXNODE_NODE__RECEIVER_PROCESSES": "1"})
 
 ASSOCIATION_RULES: tuple[tuple[str, str], ...] = (
-    ("index.record_instance (SQLite, synchronous=FULL)", "record_instance ("),
-    ("fsync of the directory", "_fsync_dir ("),
+    ("index.record_instance (SQLite, synchronous=NORMAL)", "record_instance ("),
+    ("fsync of the folder", "_fsync_dir ("),
     ("create directories durably", "_make_dirs_durably ("),
-    ("temporary file (mkstemp)", "mkstemp ("),
-    ("fsync of the file", "store.py:130)"),
-    ("write/rename of the file", "_atomic_write ("),
-    ("re-encode (event.encoded_dataset)", "encoded_dataset ("),
-    ("decode (event.dataset)", "pynetdicom/events.py"),
+    ("waiting for the data set's fsync (DUL thread)", "make_durable ("),
+    ("rename into place", "adopt_instance ("),
+    ("write of a data set not spooled", "write_instance ("),
+    ("routing attributes (read_dataset)", "routing_attributes ("),
     ("other C-STORE handler work", "handle_store ("),
+    ("C-STORE response", "send_msg ("),
 )
-"""Category -> substring of the association thread's stack (first match wins). The line
-number of the file fsync is that of ``service/store.py`` at the commit measured."""
+"""Category -> substring of the association thread's stack (first match wins)."""
+
+DUL_RULES: tuple[tuple[str, str], ...] = (
+    ("fsync of the data set", "make_durable ("),
+    ("write of data-set fragments", "SpoolFile.write ("),
+    ("spool file and file meta", "_spool ("),
+    ("command set decoding and other DIMSE", "receive_primitive ("),
+)
+"""The same for the DUL thread, below its socket reads and PDU decoding."""
 
 
 def _association_category(stack: str) -> str:
@@ -66,7 +73,10 @@ def _dul_category(stack: str) -> str:
         return "poll loop (sleep 1 ms when no event)"
     if leaf.startswith("PromptDUL._is_transport_event ("):
         return "waiting for data or a response to send (select)"
-    return "socket reads and PDU decoding"
+    for label, needle in DUL_RULES:
+        if needle in stack:
+            return label
+    return "socket reads, PDU decoding, sending"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -218,4 +218,8 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         for label, share in ingest_profile.get("association_thread_share", {}).items():
             lines.append(f"- {100 * share:.1f} % {label}")
+        dul = ingest_profile.get("dul_thread_share", {})
+        if dul:
+            lines += ["", "DUL (socket) thread wall time:", ""]
+            lines += [f"- {100 * share:.1f} % {label}" for label, share in dul.items()]
     return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, help="ingest runs per cell (default 5; quick 3)")
     parser.add_argument("--e2e-runs", type=int, help="end-to-end runs (default 3; quick 1)")
     parser.add_argument("--growth-studies", type=int,
-                        help="distinct studies for the RSS growth check (default 5; quick 3)")
+                        help="distinct studies for the RSS growth check (default 20; quick 3)")
     parser.add_argument("--stable-seconds", type=float, default=2.0,
                         help="[study] stable_seconds of the end-to-end node (subtracted)")
     parser.add_argument("--check-interval", type=float, default=2.0,
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = bool(args.quick)
     runs = args.runs or (3 if quick else 5)
     e2e_runs = args.e2e_runs or (1 if quick else 3)
-    growth_n = args.growth_studies or (3 if quick else 5)
+    growth_n = args.growth_studies or (3 if quick else 20)
     ingest_spec = QUICK_80 if quick else PET_CT_600
     wb_spec = QUICK_WB_120 if quick else WHOLE_BODY_900
     workdir: Path = args.workdir.resolve()
