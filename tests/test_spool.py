@@ -20,7 +20,7 @@ import pytest
 from pydicom import examples
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -239,3 +239,20 @@ def test_the_file_meta_is_what_pydicom_writes(sop_instance_uid: str,
         sop_class_uid=CTImageStorage, sop_instance_uid=UID(sop_instance_uid),
         transfer_syntax=UID(transfer_syntax)))
     assert file_meta(CTImageStorage, sop_instance_uid, transfer_syntax) == expected.getvalue()
+
+
+def test_a_deflated_data_set_is_routed_and_stored_as_sent(
+    node: tuple[int, InstanceStore, Index], tmp_path: Path,
+) -> None:
+    """Deflated explicit VR little endian: the routing attributes are read through pydicom's
+    inflation, and the file keeps the deflated data set the sender chose."""
+    port, _store, index = node
+    ds = _ct(rows=256)
+    path = tmp_path / "deflate.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    result = storescu([path], port, "HYPOXNODE", extra=["-xd"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = index.study_instances(str(ds.StudyInstanceUID))
+    stored = pydicom.dcmread(row.path)
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert stored == pydicom.dcmread(path)

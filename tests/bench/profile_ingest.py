@@ -70,7 +70,7 @@ def _association_category(stack: str) -> str:
 def _dul_category(stack: str) -> str:
     leaf = stack.split(";")[-1]
     if leaf.startswith("DULServiceProvider.run_reactor (") and "sleep" not in leaf:
-        return "poll loop (sleep 1 ms when no event)"
+        return "reactor loop itself (its sleep between events: 1 ms upstream, 0 here)"
     if leaf.startswith("PromptDUL._is_transport_event ("):
         return "waiting for data or a response to send (select)"
     for label, needle in DUL_RULES:
