@@ -34,6 +34,7 @@ import os
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
@@ -157,6 +158,8 @@ class SpoolFile:
         """Where the data set starts, after the preamble and the file meta."""
         self.durable = False
         """Whether the file's data reached the disk (:meth:`make_durable`)."""
+        self.on_close: Callable[[SpoolFile], None] | None = None
+        """Called once closed (the association's bookkeeping of open spool files)."""
         self._lock = threading.Lock()
 
     @property
@@ -202,6 +205,8 @@ class SpoolFile:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        if self.on_close is not None:
+            self.on_close(self)
 
     def discard(self) -> None:
         """Close and remove the file."""
@@ -252,6 +257,8 @@ class SpoolingDIMSE(DIMSEServiceProvider):
     :mod:`service.store_response`."""
 
     reserve: SpoolReserve
+    _open_spools: set[SpoolFile]
+    """This association's spool files not closed yet (each removes itself when closed)."""
 
     def receive_primitive(self, primitive: Any) -> None:
         """Upstream's handling of one P-DATA, then: a C-STORE request whose command set is
@@ -292,6 +299,8 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         message.data_set = BytesIO()
         message._data_set_file = spool  # type: ignore[assignment]
         message._data_set_path = Path(spool.name)
+        self._open_spools.add(spool)
+        spool.on_close = self._open_spools.discard
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """A C-STORE response as one P-DATA encoded by :mod:`service.store_response`;
@@ -311,25 +320,19 @@ class SpoolingDIMSE(DIMSEServiceProvider):
         self.dul.send_pdu(p_data)
 
     def discard_unfinished(self) -> None:
-        """Remove the spool files of data sets this association will never hand to the
-        handler: one cut off mid-transfer, and requests still queued."""
-        message = self.message
-        if message is not None and isinstance(message._data_set_file, SpoolFile):
-            message._data_set_file.discard()
-        while True:
-            try:
-                _context_id, request = self.msg_queue.get_nowait()
-            except Exception:  # queue.Empty
-                return
-            spool = getattr(request, "_dataset_file", None)
-            if isinstance(spool, SpoolFile):
-                spool.discard()
+        """When the association has ended: remove every spool file of it still open. That
+        is a data set cut off mid-transfer, a request still queued, or one whose handler
+        raised (pynetdicom then skips its close and unlink). pynetdicom closes every other
+        one after its handler; a file adopted by the store is no longer under its name."""
+        for spool in list(self._open_spools):
+            spool.discard()
 
 
 def make_spooling(dimse: DIMSEServiceProvider, reserve: SpoolReserve) -> None:
     """Turn an association's DIMSE provider into a :class:`SpoolingDIMSE`, in place."""
     dimse.__class__ = SpoolingDIMSE
     cast(SpoolingDIMSE, dimse).reserve = reserve
+    cast(SpoolingDIMSE, dimse)._open_spools = set()
 
 
 def spooled(request: Any) -> SpoolFile | None:

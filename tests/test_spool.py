@@ -256,3 +256,27 @@ def test_a_deflated_data_set_is_routed_and_stored_as_sent(
     stored = pydicom.dcmread(row.path)
     assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
     assert stored == pydicom.dcmread(path)
+
+
+def test_a_handler_that_raises_leaves_no_file_once_the_association_ends(
+    node: tuple[int, InstanceStore, Index], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault injected where the handler makes the file its own: pynetdicom answers
+    0xC211 and skips closing and removing the spool file; the association's end does it."""
+    port, store, index = node
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(InstanceStore, "adopt_instance", broken)
+    ds = _ct()
+    assoc = _associate(port)
+    try:
+        assert _send(assoc, [[v] for v in _fragments(assoc, ds)]) == 0xC211
+        assert [p for p in store.tmp_dir.iterdir() if p.stat().st_size > 0], \
+            "the spool file should still be there while the association lasts"
+    finally:
+        assoc.release()
+    wait_for(lambda: all(p.stat().st_size == 0 for p in store.tmp_dir.iterdir()), 10,
+             "the spool file removed when the association ended")
+    assert index.study_instances(str(ds.StudyInstanceUID)) == []
