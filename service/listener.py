@@ -42,7 +42,7 @@ from service.config import Config
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
 from service.prompt_reactor import DispatchedAssociationServer, dispatched_server, start_server
-from service.spool import SpoolReserve, spooled
+from service.spool import SpoolFile, SpoolReserve, spooled
 from service.store import InstanceStore, StoreError, is_valid_uid
 from service.tls import server_context
 
@@ -162,10 +162,9 @@ def _past_routing_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
     return tag > _LAST_ROUTING_TAG
 
 
-def routing_attributes(event: Event) -> Dataset:
-    """The :data:`ROUTING_TAGS` of the C-STORE data set: read from the head of the spooled
+def routing_attributes(event: Event, spool: SpoolFile | None) -> Dataset:
+    """The :data:`ROUTING_TAGS` of the C-STORE data set: read from the head of its spool
     file (:mod:`service.spool`), or decoded from memory when it was not spooled."""
-    spool = spooled(event.request)
     if spool is None:
         return event.dataset
     syntax = spool.transfer_syntax
@@ -199,7 +198,7 @@ def handle_store(
         assoc_log.refused(event.assoc)
         return dimse_status.OUT_OF_RESOURCES
     try:
-        dataset = routing_attributes(event)
+        dataset = routing_attributes(event, spool)
         study_uid = dataset.get("StudyInstanceUID")
         series_uid = dataset.get("SeriesInstanceUID")
         sop_uid = dataset.get("SOPInstanceUID")
@@ -237,7 +236,7 @@ def handle_store(
         with store.study_lock(str(study_uid), exclusive=False):  # no purge meanwhile
             uids = (str(study_uid), str(series_uid), str(sop_uid))
             stored = store.write_instance(encoded, *uids) if spool is None \
-                else store.adopt_instance(Path(spool.name), *uids, synced=spool.durable)
+                else store.adopt_instance(Path(spool.name), *uids)
             index.record_instance(
                 InstanceRecord(
                     sop_instance_uid=str(sop_uid),

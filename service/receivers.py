@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from service.config import Config
@@ -279,6 +278,8 @@ class ReceiverPool:
         self._context = multiprocessing.get_context("spawn")
         self._dispatcher: Dispatcher | None = None
         self._receiver_config = config
+        self._spool_dir = InstanceStore(config.data_dir).tmp_dir
+        """Where receivers spool data sets (a dead one's partial files are removed)."""
         self._processes: dict[int, BaseProcess] = {}
         self._event_readers: dict[Connection, int] = {}
         self._started_at: dict[int, float] = {}
@@ -438,8 +439,7 @@ class ReceiverPool:
                 assert self._dispatcher is not None
                 self._dispatcher.remove(slot)
                 self.restarts += 1
-                removed = remove_orphans(Path(self.config.data_dir).resolve() / "tmp",
-                                         process.pid)
+                removed = remove_orphans(self._spool_dir, process.pid)
                 if removed:
                     log.warning("removed %d partial data set(s) that receiver process %s was"
                                 " receiving", removed, process.pid)

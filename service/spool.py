@@ -7,8 +7,10 @@ the DUL thread appends each data-set fragment to a file in the store's temporary
 arrives, so the write overlaps with the sender sending the rest, and the file is fsynced in
 the DUL thread as soon as the data set is complete, while the association thread gets the
 handler going. (Asking the kernel to start writing each fragment out at once,
-``sync_file_range``, shortened that fsync but cost more CPU than it saved: 3.4 against
-2.8 ms per instance with one association, 4.0 against 3.6 with four, in alternating runs.)
+``sync_file_range``, shortened that fsync but cost more CPU than it saved: node CPU per
+instance with it against without, in two rounds of 4 alternating runs of the 600-instance
+bench study, was 3.4/2.8 and 4.0/3.6 ms with one association, 4.0/3.6 and 5.2/4.3 ms with
+four.)
 The C-STORE handler then renames the file into place
 (:meth:`service.store.InstanceStore.adopt_instance`).
 
@@ -69,9 +71,9 @@ def _create(directory: Path) -> tuple[int, str]:
 class SpoolReserve:
     """Empty spool files in ``directory``, created by a thread of their own ahead of need.
 
-    Creating a file is the one costly step of spooling that need not wait for the data: on a
-    busy file system a create can take a millisecond of kernel time (0.4-0.9 ms measured on
-    the benchmark machine, against 0.25 ms to write 512 KB). A thread keeps
+    Creating a file is the one costly step of spooling that need not wait for the data: on
+    the benchmark machine a create took 0.4-0.9 ms under the checkout's ``var/`` (a loop of
+    ``open(O_CREAT)``), more than writing 512 KB into the file. A thread keeps
     :data:`RESERVE_FILES` created, so the DUL thread only takes one; it creates one itself
     when the reserve is empty. :meth:`close` removes what was not used.
     """

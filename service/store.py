@@ -130,26 +130,17 @@ class InstanceStore:
         study_instance_uid: str,
         series_instance_uid: str,
         sop_instance_uid: str,
-        synced: bool = False,
     ) -> StoredFile:
-        """Make a complete Part 10 file written in ``tmp/`` durable and move it into place
-        (fsync unless ``synced`` says the writer did it, rename, fsync of the folder); see
-        :mod:`service.spool`.
+        """Move a complete Part 10 file from ``tmp/``, already fsynced by its writer
+        (:meth:`service.spool.SpoolFile.make_durable`), into place: rename, fsync of the
+        folder.
 
         A re-sent instance (same SOPInstanceUID) replaces the earlier file atomically.
         """
         final = self.instance_path(study_instance_uid, series_instance_uid, sop_instance_uid)
         try:
-            fd = os.open(spooled, os.O_RDONLY)
-            try:
-                if not synced:
-                    os.fsync(fd)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            _make_dirs_durably(final.parent)
-            os.replace(spooled, final)
-            _fsync_dir(final.parent)
+            size = os.stat(spooled).st_size
+            _move_into_place(spooled, final)
         except OSError as exc:
             raise StoreError(f"could not write {final.name}: {exc.strerror or exc}") from exc
         return StoredFile(final, size)
@@ -184,20 +175,26 @@ class InstanceStore:
 
     def _atomic_write(self, final: Path, data: bytes) -> None:
         try:
-            _make_dirs_durably(final.parent)
             fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
-                os.replace(tmp_name, final)
+                _move_into_place(Path(tmp_name), final)
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
-            _fsync_dir(final.parent)
         except OSError as exc:
             raise StoreError(f"could not write {final.name}: {exc.strerror or exc}") from exc
+
+
+def _move_into_place(durable: Path, final: Path) -> None:
+    """Rename a file whose data is on disk to ``final`` so that the rename survives a crash
+    too: missing folders created durably, the folder fsynced after the rename."""
+    _make_dirs_durably(final.parent)
+    os.replace(durable, final)
+    _fsync_dir(final.parent)
 
 
 def _make_dirs_durably(directory: Path) -> None:
