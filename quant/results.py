@@ -121,6 +121,40 @@ class MuscleResult:
 
 
 @dataclass
+class ExcludedCandidate:
+    """A region above the detection threshold that was not reported as a lesion, and why.
+
+    Nothing hot is dropped silently: every candidate the detector saw is either a
+    :class:`LesionResult` or one of these, and the JSON, the SR, the summary picture and the
+    status page all show them.
+    """
+
+    reason: str
+    """For a person, e.g. ``"bladder (urine in the pelvic midline)"``, ``"below noise floor"``."""
+    suv_max: float
+    volume_ml: float
+    mask: np.ndarray
+    """The candidate region on the PET grid (bool ``[slice, row, col]``)."""
+    max_index: tuple[int, int, int] = (0, 0, 0)
+    """Voxel index (slice, row, column) of its SUVmax."""
+    centroid_mm: tuple[float, float, float] | None = None
+    """Centre of mass in patient coordinates (DICOM LPS, mm)."""
+    label: str = ""
+    """Short name for drawings and lists, e.g. ``"Excluded 1"``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of ``excluded_candidates`` in the ``quantify --json`` output."""
+        return {
+            "label": self.label,
+            "reason": self.reason,
+            "suv_max": self.suv_max,
+            "volume_ml": self.volume_ml,
+            "max_index": list(self.max_index),
+            "centroid_mm": list(self.centroid_mm) if self.centroid_mm is not None else None,
+        }
+
+
+@dataclass
 class StudyResult:
     """Everything one quantification produced."""
 
@@ -142,6 +176,8 @@ class StudyResult:
     """IssuerOfPatientID (0010,0021); empty when the header has none."""
     frame_of_reference_uid: str = ""
     """FrameOfReferenceUID of the PET series (lesion centroids are in this frame)."""
+    excluded: list[ExcludedCandidate] = field(default_factory=list)
+    """Candidates above the detection threshold not reported as lesions, highest SUVmax first."""
 
     @property
     def scan_datetime(self) -> datetime | None:
@@ -176,6 +212,7 @@ class StudyResult:
             "frame_of_reference_uid": self.frame_of_reference_uid,
             "scan_datetime": _iso(self.scan_datetime),
             "injection_datetime": _iso(self.injection_datetime),
+            "excluded_candidates": [cand.to_json() for cand in self.excluded],
         }
 
 
