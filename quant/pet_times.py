@@ -6,9 +6,18 @@ Rules (DICOM PS3.3 C.8.9.1 / C.8.9.4, QIBA FDG profile appendix G, IBSI-style SU
   (a re-reconstructed series); then GE private (0009,100D) (creator ``GEMS_PETD_01``) or
   Siemens private (0071,1022) (creator ``SIEMENS MED PT``), else it is back-computed from the
   earliest slice: ``AcquisitionDateTime - FrameReferenceTime + t_eff(ActualFrameDuration)``.
+- The scan start is never after the earliest AcquisitionDateTime: the acquisition cannot
+  begin before the scan did. FrameReferenceTime (0054,1300) is the time the pixel values
+  occurred, as an offset from the series reference time (PS3.3 C.8.9.4.1.5); for the first
+  frame it is normally its (decay-weighted) mid-time. A value of 0, or any value smaller than
+  the frame's decay-weighted mid-time, means the vendor did not encode a mid-frame reference:
+  the back-computation would then put the start inside the first frame, so the earliest
+  AcquisitionDateTime is taken instead (and a private time after it is not believed either).
 - Injection: RadiopharmaceuticalStartDateTime; otherwise RadiopharmaceuticalStartTime with
   the date inferred by :func:`infer_injection_datetime`.
-- DecayCorrection NONE: each frame refers to its own time (:func:`frame_time`).
+- DecayCorrection NONE: each frame refers to its own time (:func:`frame_time`): scan start +
+  FrameReferenceTime when that lies inside the frame, else the frame's AcquisitionDateTime +
+  its decay-weighted mid-time.
 """
 
 from __future__ import annotations
@@ -110,39 +119,61 @@ def scan_start(
     )
     timed = [s for s in slices if s.acquisition_datetime is not None]
     earliest = min(timed, key=lambda s: s.acquisition_datetime or datetime.max, default=None)
-    if series_dt is not None and (
-        earliest is None or series_dt <= (earliest.acquisition_datetime or series_dt)
-    ):
+    first_acquisition = earliest.acquisition_datetime if earliest is not None else None
+    if series_dt is not None and (first_acquisition is None or series_dt <= first_acquisition):
         return series_dt, None
     for group, creator, offset, label in (
         (0x0009, GE_CREATOR, 0x0D, "GE private (0009,100D)"),
         (0x0071, SIEMENS_CREATOR, 0x22, "Siemens private (0071,1022)"),
     ):
         private = parse_datetime(hv.private_value(series, group, creator, offset))
-        if private is not None:
-            return private, (
-                f"SeriesTime is after the earliest AcquisitionTime; scan start taken from "
-                f"{label}: {private.isoformat()}"
+        if private is None:
+            continue
+        if first_acquisition is not None and private > first_acquisition:
+            return first_acquisition, (
+                f"SeriesTime and {label} ({private.isoformat()}) are both after the earliest "
+                f"AcquisitionTime; scan start taken as the earliest AcquisitionDateTime: "
+                f"{first_acquisition.isoformat()}"
             )
-    if earliest is None or earliest.acquisition_datetime is None:
+        return private, (
+            f"SeriesTime is after the earliest AcquisitionTime; scan start taken from "
+            f"{label}: {private.isoformat()}"
+        )
+    if earliest is None or first_acquisition is None:
         raise QuantificationError(
             "SeriesDate/SeriesTime (0008,0021/0031) and AcquisitionDate/AcquisitionTime "
             "(0008,0022/0032) missing: the scan start time is unknown"
         )
-    start = earliest.acquisition_datetime
-    how = "the earliest AcquisitionTime"
-    if (
-        earliest.frame_reference_time_ms is not None
-        and earliest.frame_duration_ms is not None
-        and half_life_s
-    ):
-        offset_s = -earliest.frame_reference_time_ms / 1000.0 + suv.frame_effective_time_s(
-            earliest.frame_duration_ms / 1000.0, half_life_s
-        )
-        start = start + timedelta(seconds=offset_s)
-        how = "AcquisitionTime, FrameReferenceTime and ActualFrameDuration"
     where = "missing" if series_dt is None else f"{series_dt.isoformat()} is after acquisition"
-    return start, f"SeriesTime {where}; scan start back-computed from {how}: {start.isoformat()}"
+    start, how = _back_computed_start(earliest, first_acquisition, half_life_s)
+    return start, f"SeriesTime {where}; scan start {how}: {start.isoformat()}"
+
+
+def _back_computed_start(
+    earliest: SliceHeader, first_acquisition: datetime, half_life_s: float | None
+) -> tuple[datetime, str]:
+    """Scan start from the earliest slice, never after its AcquisitionDateTime.
+
+    ``AcquisitionDateTime - FrameReferenceTime + t_eff(ActualFrameDuration)``, the first frame
+    being referenced at its decay-weighted mid-time; a FrameReferenceTime smaller than that
+    mid-time (0 when the vendor encodes none) would put the start after the acquisition began,
+    so the earliest AcquisitionDateTime is used instead.
+    """
+    reference_ms = earliest.frame_reference_time_ms
+    duration_ms = earliest.frame_duration_ms
+    if reference_ms is None or duration_ms is None or not half_life_s:
+        return first_acquisition, "taken as the earliest AcquisitionDateTime"
+    mid_s = suv.frame_effective_time_s(duration_ms / 1000.0, half_life_s)
+    offset_s = mid_s - reference_ms / 1000.0
+    if offset_s > 0:
+        return first_acquisition, (
+            f"taken as the earliest AcquisitionDateTime (FrameReferenceTime {reference_ms:g} ms "
+            f"is smaller than the frame's decay-weighted mid-time {mid_s * 1000.0:.0f} ms, so "
+            "it is no mid-frame reference and back-computing from it would put the start "
+            "after the acquisition began)"
+        )
+    start = first_acquisition + timedelta(seconds=offset_s)
+    return start, "back-computed from AcquisitionTime, FrameReferenceTime and ActualFrameDuration"
 
 
 def infer_injection_datetime(
@@ -245,8 +276,12 @@ def injection_datetime(
 
 
 def frame_time(s: SliceHeader, start: datetime, half_life_s: float) -> datetime:
-    """Time a frame refers to (DecayCorrection NONE): FrameReferenceDateTime, else scan start +
-    FrameReferenceTime, else AcquisitionDateTime + the decay-weighted frame mid-time.
+    """Time a frame refers to (DecayCorrection NONE).
+
+    FrameReferenceDateTime; else scan start + FrameReferenceTime when that time lies inside
+    the frame (after its AcquisitionDateTime, at most ActualFrameDuration later) or the frame's
+    times are unknown; else AcquisitionDateTime + the decay-weighted frame mid-time (a
+    FrameReferenceTime of 0, or one outside the frame, is no reference to the frame's counts).
 
     Raises
     ------
@@ -255,12 +290,30 @@ def frame_time(s: SliceHeader, start: datetime, half_life_s: float) -> datetime:
     """
     if s.frame_reference_datetime is not None:
         return s.frame_reference_datetime
-    if s.frame_reference_time_ms is not None:
-        return start + timedelta(seconds=s.frame_reference_time_ms / 1000.0)
+    own_mid: datetime | None = None
     if s.acquisition_datetime is not None and s.frame_duration_ms is not None:
         mid = suv.frame_effective_time_s(s.frame_duration_ms / 1000.0, half_life_s)
-        return s.acquisition_datetime + timedelta(seconds=mid)
+        own_mid = s.acquisition_datetime + timedelta(seconds=mid)
+    if s.frame_reference_time_ms is not None:
+        referenced = start + timedelta(seconds=s.frame_reference_time_ms / 1000.0)
+        if own_mid is None or _inside_frame(referenced, s):
+            return referenced
+    if own_mid is not None:
+        return own_mid
     raise QuantificationError(
         "FrameReferenceTime (0054,1300) missing: DecayCorrection NONE needs each frame's time "
         "(FrameReferenceTime, or AcquisitionTime with ActualFrameDuration)"
     )
+
+
+FRAME_TIME_TOLERANCE_S = 1.0
+"""Rounding allowed when checking that a frame's reference time lies inside the frame."""
+
+
+def _inside_frame(referenced: datetime, s: SliceHeader) -> bool:
+    assert s.acquisition_datetime is not None and s.frame_duration_ms is not None
+    after_start = (referenced - s.acquisition_datetime).total_seconds()
+    duration_s = s.frame_duration_ms / 1000.0
+    if duration_s <= 0:
+        return abs(after_start) <= FRAME_TIME_TOLERANCE_S
+    return 0.0 < after_start <= duration_s + FRAME_TIME_TOLERANCE_S
