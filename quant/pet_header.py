@@ -28,6 +28,7 @@ from quant import suv
 from quant.errors import QuantificationError
 from quant.nuclides import NUCLIDES, half_life_agrees
 from quant.pet_times import (
+    SliceHeader,
     combine,
     frame_time,
     injection_datetime,
@@ -58,34 +59,6 @@ _RADIOPHARM_LEVEL = (
     "RadiopharmaceuticalStartTime",
     "RadiopharmaceuticalStartDateTime",
 )
-
-
-@dataclass(frozen=True)
-class SliceHeader:
-    """The per-slice (per-frame) values the SUV conversion needs.
-
-    Parameters
-    ----------
-    acquisition_datetime
-        AcquisitionDate/Time (or FrameAcquisitionDateTime of an enhanced frame).
-    frame_reference_time_ms
-        FrameReferenceTime (0054,1300), ms from the series reference time.
-    frame_duration_ms
-        ActualFrameDuration (0018,1242) or FrameAcquisitionDuration (0018,9220), ms.
-    frame_reference_datetime
-        FrameReferenceDateTime (0018,9151) of an enhanced frame.
-    philips_suv_factor
-        Philips private (7053,1000): SUVbw per rescaled value.
-    philips_bqml_factor
-        Philips private (7053,1009): Bq/ml per rescaled value.
-    """
-
-    acquisition_datetime: datetime | None = None
-    frame_reference_time_ms: float | None = None
-    frame_duration_ms: float | None = None
-    frame_reference_datetime: datetime | None = None
-    philips_suv_factor: float | None = None
-    philips_bqml_factor: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ Rules (DICOM PS3.3 C.8.9.1 / C.8.9.4, QIBA FDG profile appendix G, IBSI-style SU
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
@@ -33,14 +33,39 @@ from quant import suv
 from quant.errors import QuantificationError
 from quant.tracers import TracerProfile
 
-if TYPE_CHECKING:  # pet_header imports this module; the dataclass is only an annotation here
-    from quant.pet_header import SliceHeader
-
 GE_CREATOR = "GEMS_PETD_01"
 SIEMENS_CREATOR = "SIEMENS MED PT"
 
 STUDY_START_MARGIN_S = 2 * 3600.0
 """How long after StudyDate/StudyTime an inferred injection may lie (date inference)."""
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """The per-slice (per-frame) values the SUV conversion needs.
+
+    Parameters
+    ----------
+    acquisition_datetime
+        AcquisitionDate/Time (or FrameAcquisitionDateTime of an enhanced frame).
+    frame_reference_time_ms
+        FrameReferenceTime (0054,1300), ms from the series reference time.
+    frame_duration_ms
+        ActualFrameDuration (0018,1242) or FrameAcquisitionDuration (0018,9220), ms.
+    frame_reference_datetime
+        FrameReferenceDateTime (0018,9151) of an enhanced frame.
+    philips_suv_factor
+        Philips private (7053,1000): SUVbw per rescaled value.
+    philips_bqml_factor
+        Philips private (7053,1009): Bq/ml per rescaled value.
+    """
+
+    acquisition_datetime: datetime | None = None
+    frame_reference_time_ms: float | None = None
+    frame_duration_ms: float | None = None
+    frame_reference_datetime: datetime | None = None
+    philips_suv_factor: float | None = None
+    philips_bqml_factor: float | None = None
 
 
 def parse_date(value: object) -> date | None:
