@@ -31,6 +31,8 @@ On natural-log values (proportional error, figures that are all positive), the s
 ``wcv_raw = wSD / mean`` (raw scale) is also given, for figures that can be zero (hypoxic
 volume and fraction), where logarithms are undefined.
 
+Quantiles of the chi-square, F and t distributions come from :mod:`scipy.stats`.
+
 Bland-Altman (two replicates): ``d_i = y_i2 - y_i1``; bias ``mean(d)`` with a t interval,
 ``SD(d)`` (``n - 1`` denominator), limits of agreement ``bias +/- 1.96 SD(d)``; on log values
 ``d_i = ln(y_i2 / y_i1)``, whose limits are reported back as ratios ``exp(bias +/- 1.96 SD)``.
@@ -43,8 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from quant.distributions import chi2_ppf, f_ppf, t_ppf
+from scipy import stats
 
 Z_975 = 1.959963984540054
 """Standard normal 0.975 quantile: the "1.96" of RC and of the limits of agreement."""
@@ -262,8 +263,8 @@ def within_subject_sd(anova: AnovaTable, confidence: float = 0.95) -> tuple[floa
     _check_confidence(confidence)
     alpha = 1.0 - confidence
     df = anova.df_within
-    low = math.sqrt(anova.ss_within / chi2_ppf(1.0 - alpha / 2.0, df))
-    high = math.sqrt(anova.ss_within / chi2_ppf(alpha / 2.0, df))
+    low = math.sqrt(anova.ss_within / float(stats.chi2.ppf(1.0 - alpha / 2.0, df)))
+    high = math.sqrt(anova.ss_within / float(stats.chi2.ppf(alpha / 2.0, df)))
     return math.sqrt(anova.ms_within), Interval(low, high)
 
 
@@ -289,8 +290,8 @@ def icc_one_way(anova: AnovaTable, confidence: float = 0.95) -> tuple[float, Int
         return value, Interval(value, value)
     alpha = 1.0 - confidence
     f0 = msb / msw
-    f_low = f0 / f_ppf(1.0 - alpha / 2.0, anova.df_between, anova.df_within)
-    f_high = f0 * f_ppf(1.0 - alpha / 2.0, anova.df_within, anova.df_between)
+    f_low = f0 / float(stats.f.ppf(1.0 - alpha / 2.0, anova.df_between, anova.df_within))
+    f_high = f0 * float(stats.f.ppf(1.0 - alpha / 2.0, anova.df_within, anova.df_between))
     icc = (msb - msw) / (msb + (k - 1) * msw)
     return icc, Interval((f_low - 1.0) / (f_low + k - 1), (f_high - 1.0) / (f_high + k - 1))
 
@@ -325,7 +326,7 @@ def bland_altman(first: np.ndarray, second: np.ndarray, confidence: float = 0.95
     n = differences.size
     bias = float(differences.mean())
     sd = float(differences.std(ddof=1))
-    half = t_ppf(1.0 - (1.0 - confidence) / 2.0, n - 1) * sd / math.sqrt(n)
+    half = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
     return BlandAltman(
         n_subjects=n,
         mean_difference=bias,
