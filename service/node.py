@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
@@ -27,6 +28,7 @@ from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
 from service.index import Index, InstanceRecord, StudyState
+from service.lifeline import die_with_parent
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.prior_lookup import follow_up_input
@@ -254,6 +256,8 @@ class Node:
         executor = ProcessPoolExecutor(
             max_workers=self.config.quant.workers,
             mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
         executor.submit(warm_up)
         self._studies_in_pool = 0

@@ -13,6 +13,8 @@ from pynetdicom import AE, StoragePresentationContexts, evt
 from tests.peers import NodeProcess, Orthanc, start_orthanc
 from tests.reliability import destination_toml, start_test_node
 
+pytest_plugins = ["tests.leftover_processes"]
+
 
 @pytest.fixture
 def pacs() -> Iterator[tuple[int, list[str]]]:
