@@ -1,4 +1,4 @@
-"""The ``hypoxnode`` command: ``serve``, ``quantify``, ``suv`` and ``demo``."""
+"""The ``hypoxnode`` command: ``serve``, ``quantify``, ``route-test``, ``suv`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_operator(args.command, config, getattr(args, "study_uid", None),
                             getattr(args, "destination", None), getattr(args, "json", False))
-    handler = {"serve": _serve, "quantify": _quantify, "demo": _demo}[args.command]
+    handler = {"serve": _serve, "quantify": _quantify, "demo": _demo,
+               "route-test": _route_test}[args.command]
     return int(handler(args, config))
 
 
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     quantify.add_argument(
         "--output-dir", type=Path, help="also write the SEG, SR and summary objects here"
     )
+
+    route = sub.add_parser("route-test",
+                           help="what the routing rules would do with the studies under a folder")
+    route.add_argument("directory", type=Path)
+    route.add_argument("--config", type=Path, help=config_help)
+    route.add_argument("--calling-ae", default="",
+                       help="calling AE title to assume (default: none)")
+    route.add_argument("--called-ae", default=None,
+                       help="called AE title to assume (default: [node] ae_title)")
+    route.add_argument("--json", action="store_true", help="print the decisions as JSON")
 
     suv = sub.add_parser("suv", help="SUV conversion of one PET series (see `hypoxnode suv -h`)",
                          add_help=False)
@@ -152,6 +163,36 @@ def _quantify(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(output, indent=2))
     else:
         print(format_table(output))
+    return EXIT_OK
+
+
+def _route_test(args: argparse.Namespace, config: Config) -> int:
+    from service.routing import evaluate, headers_from_files
+    from service.study_files import find_files
+
+    configure_logging("WARNING")
+    if not args.directory.is_dir():
+        print(f"hypoxnode: not a folder: {args.directory}", file=sys.stderr)
+        return EXIT_USAGE
+    called = config.node.ae_title if args.called_ae is None else args.called_ae
+    studies = headers_from_files(find_files(args.directory), args.calling_ae, called)
+    out = []
+    for study in studies:
+        decision = evaluate(config.routing, study)
+        out.append({"study_instance_uid": study.study_instance_uid,
+                    "series": [f"{s.modality} {s.series_description!r} ({s.instances})"
+                               for s in study.series], **decision.to_json()})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    if not out:
+        print(f"no DICOM study under {args.directory}")
+    for entry in out:
+        forward = f", forward to {', '.join(entry['forward_to'])}" if entry["forward_to"] else ""
+        profile = f" with profile {entry['profile']}" if entry["profile"] else ""
+        print(f"study {entry['study_instance_uid']}: {'; '.join(entry['series'])}\n"
+              f"  rule {entry['rule']!r}: {entry['action']}{profile}{forward}\n"
+              f"  because {entry['why']}")
     return EXIT_OK
 
 

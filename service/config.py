@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from service.config_follow_up import FollowUpConfig
 from service.config_quant import QuantConfig
+from service.routing_config import RoutingConfig
 
 ENV_PREFIX = "HYPOXNODE_"
 CONFIG_ENV = "HYPOXNODE_CONFIG"
@@ -259,6 +260,12 @@ class Config(BaseSettings):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     follow_up: FollowUpConfig = Field(default_factory=FollowUpConfig)
     destinations: list[Destination] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @model_validator(mode="after")
+    def _routing_destinations(self) -> Config:
+        self.routing.check_destinations([d.key for d in self.destinations])
+        return self
 
     @classmethod
     def settings_customise_sources(

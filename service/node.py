@@ -35,6 +35,7 @@ from service.prior_lookup import follow_up_input
 from service.processing import ProcessingOutcome, process_study, warm_up
 from service.receivers import ReceiverPool
 from service.retention import purge_delivered
+from service.routing_node import Router
 from service.sender import Sender
 from service.store import InstanceStore
 
@@ -68,6 +69,7 @@ class Node:
         self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
         self.index = Index(config.data_dir / "index.sqlite")
         self.sender = Sender(config, self.index, self.metrics)
+        self.router = Router(config, self.index, self.store)
         self.scheduler = BackgroundScheduler(daemon=True)
         self._executor: ProcessPoolExecutor | None = None
         self._server: ThreadedAssociationServer | None = None
@@ -115,6 +117,10 @@ class Node:
             self.sender.run_once, "interval", seconds=self.config.export.check_interval_seconds,
             id="send-results", max_instances=1, coalesce=True,
         )
+        self.scheduler.add_job(
+            self.router.run_once, "interval", seconds=self.config.routing.check_interval_seconds,
+            id="routing", max_instances=1, coalesce=True,
+        )
         retention = self.config.retention
         if retention.delivered_after_days is not None:
             self.scheduler.add_job(
@@ -158,6 +164,7 @@ class Node:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self.index.close()
+        self.router.close()
         log.info("stopped")
         if self._audit_handler is not None:
             audit.removeHandler(self._audit_handler)
@@ -246,7 +253,7 @@ class Node:
                 continue
             if self.index.set_study_state(
                 study_uid, StudyState.QUEUED, expected=StudyState.RECEIVING
-            ):
+            ) and not self.router.take(study_uid):  # routing: ignored or forwarded only
                 self._submit(study_uid)
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -298,15 +305,16 @@ class Node:
         if previous_sr:
             log.info("study %s generation %d will supersede SR %s",
                      study_uid, generation, previous_sr[0][0])
+        config = self.router.config_for(study_uid)  # the routing profile applied
         try:
-            follow_up = follow_up_input(self.index, study_uid, self.config.follow_up)
+            follow_up = follow_up_input(self.index, study_uid, config.follow_up)
         except Exception:  # pairing is an extra: a fault in it must not stop the study
             log.exception("study %s: looking up earlier studies failed", study_uid)
             follow_up = None
         if follow_up is not None:
             log.info("study %s: %d earlier study(ies) of the subject known",
                      study_uid, len(follow_up.candidates))
-        arguments = (self.config, study_uid, paths, generation, previous_report_path, follow_up)
+        arguments = (config, study_uid, paths, generation, previous_report_path, follow_up)
         with self._lock:  # the pool may be recycled or replaced concurrently
             try:
                 future = self._executor.submit(process_study, *arguments)
@@ -393,7 +401,7 @@ class Node:
         if outcome.ok:
             self.metrics.studies_processed.inc()
             self.index.record_results(
-                study_uid, outcome.outputs, [d.key for d in self.config.destinations], generation
+                study_uid, outcome.outputs, self.router.result_destinations(study_uid), generation
             )
             self.index.set_study_state(
                 study_uid, StudyState.DONE, expected=StudyState.PROCESSING, result=outcome.result,
@@ -475,4 +483,5 @@ class Node:
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],
             "in_flight": self._in_flight_uids(),
+            "routing": self.router.recent(),
         }

@@ -75,22 +75,51 @@ def study_list(
         f"<p>AE title <b>{_e(status['ae_title'])}</b>, port {_e(status['port'])}"
         f"{receiving}; studies {_e(counts)}; exports {_e(exports)}</p>"
     )
+    routing = {d["study_instance_uid"]: d for d in status.get("routing") or []}
     rows = []
     for study in studies:
         uid = study["study_instance_uid"]
         figures = _headline(study.get("result"))
+        decision = routing.get(uid)
+        rule = (f"<span title='{_e(decision['why'])}'>{_e(decision['rule'])}: "
+                f"{_e(decision['action'])}</span>" if decision else "")
         error = f"<span class=error>{_e(study['error'])}</span>" if study.get("error") else ""
         rows.append(
             f"<tr><td><a href='/studies/{_e(uid)}'>{_e(uid)}</a></td>"
             f"<td>{_state(study['state'])}</td><td class=num>{_e(study['instances'])}</td>"
-            f"<td>{_e(_when(study['last_received_at']))}</td><td>{figures}{error}</td></tr>"
+            f"<td>{_e(_when(study['last_received_at']))}</td><td>{rule}</td>"
+            f"<td>{figures}{error}</td></tr>"
         )
     table = (
         "<table id=studies><tr><th>study</th><th>state</th><th>instances</th>"
-        "<th>last received</th><th>figures / reason</th></tr>" + "".join(rows) + "</table>"
+        "<th>last received</th><th>routing rule</th><th>figures / reason</th></tr>"
+        + "".join(rows) + "</table>"
         if rows else "<p>No study received yet.</p>"
     )
-    return _page("hypoxnode", head + table + _cohort_table(cohort or []))
+    return _page("hypoxnode", head + table + _routing_table(status.get("routing") or [])
+                 + _cohort_table(cohort or []))
+
+
+def _routing_table(decisions: list[dict[str, Any]]) -> str:
+    """Which routing rule each study matched, why, and what became of it."""
+    if not decisions:
+        return ""
+    rows = []
+    for d in decisions:
+        forwarded = (f"{d['forwarded']} sent, {d['forward_pending']} pending, "
+                     f"{d['forward_failed']} failed to {', '.join(d['forward_to'])}"
+                     if d["forward_to"] else "")
+        rows.append(
+            f"<tr data-study='{_e(d['study_instance_uid'])}'><td>{_e(d['study_instance_uid'])}"
+            f"</td><td>{_e(d['rule'])}</td><td>{_e(d['action'])}</td>"
+            f"<td>{_e(d['profile'] or '')}</td><td>{_e(forwarded)}</td><td>{_e(d['why'])}</td>"
+            f"<td>{_e(d['outcome'])}</td></tr>"
+        )
+    return (
+        "<h2>Routing</h2><table id=routing><tr><th>study</th><th>rule</th><th>action</th>"
+        "<th>profile</th><th>originals forwarded</th><th>why</th><th>outcome</th></tr>"
+        + "".join(rows) + "</table>"
+    )
 
 
 def _pct(value: float | None) -> str:
