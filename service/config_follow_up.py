@@ -18,8 +18,20 @@ multicentre within-subject CV of about 10-15%; with proportional error the relat
 literature supports; 48% at 15%). No quantitative Cu-ATSM test-retest figure exists, so the
 same FDG-derived value stands in for every SUV figure and T/M until the site's own pairs replace
 it. Hypoxic volume and fraction have no reference value (changes are not judged until the site
-has its own pairs, or one is configured). Fetching priors from PACS (C-FIND/C-MOVE) is not
-implemented: only studies the node has processed are paired.
+has its own pairs, or one is configured).
+
+``[follow_up.pacs]`` (off by default) also looks for priors in a PACS when a processed study has
+none at the node (see :mod:`service.priors_from_pacs`)::
+
+    [follow_up.pacs]
+    enabled = true
+    ae_title = "PACS"              # the PACS queried (C-FIND) and asked to move (C-MOVE)
+    host = "10.0.0.5"
+    port = 104
+    max_priors = 1                 # most recent earlier studies fetched per study
+    max_age_days = 730             # StudyDate window before the current scan
+    max_instances = 2000           # a prior with more PET+CT instances is not fetched
+    max_mb = 2048                  # a prior received larger than this is dropped
 """
 
 from __future__ import annotations
@@ -53,6 +65,30 @@ def _default_rc() -> dict[str, float]:
     }
 
 
+class PacsPriorsConfig(BaseModel):
+    """``[follow_up.pacs]``: priors from a PACS (C-FIND, then C-MOVE to this node)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    ae_title: str = Field(default="PACS", min_length=1, max_length=16)
+    host: str = "127.0.0.1"
+    port: int = Field(default=104, ge=1, le=65535)
+    move_destination: str | None = Field(default=None, max_length=16)
+    """AE title the PACS moves the prior to (it must know it); None: ``[node] ae_title``."""
+    max_priors: int = Field(default=1, ge=1, le=10)
+    max_age_days: float = Field(default=730.0, gt=0)
+    max_instances: int = Field(default=2000, ge=1)
+    max_mb: float = Field(default=2048.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Network, association and DIMSE timeout of the queries (a move may take longer)."""
+    retry_initial_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+    give_up_after_seconds: float = Field(default=86400.0, gt=0)
+    """A PACS unreachable this long after the study was done: no comparison, said so."""
+    check_interval_seconds: float = Field(default=5.0, gt=0)
+
+
 class FollowUpConfig(BaseModel):
     """``[follow_up]``: see the module docstring."""
 
@@ -65,6 +101,7 @@ class FollowUpConfig(BaseModel):
     register_different_frames: bool = True
     reference_relative_rc: dict[str, float] = Field(default_factory=_default_rc)
     reference_source: str = DEFAULT_REFERENCE_SOURCE
+    pacs: PacsPriorsConfig = Field(default_factory=PacsPriorsConfig)
 
     @field_validator("reference_relative_rc")
     @classmethod

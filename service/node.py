@@ -32,6 +32,7 @@ from service.lifeline import die_with_parent
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.prior_lookup import follow_up_input
+from service.priors_from_pacs import PriorsFromPacs
 from service.processing import ProcessingOutcome, process_study, warm_up
 from service.receivers import ReceiverPool
 from service.retention import purge_delivered
@@ -70,6 +71,7 @@ class Node:
         self.index = Index(config.data_dir / "index.sqlite")
         self.sender = Sender(config, self.index, self.metrics)
         self.router = Router(config, self.index, self.store)
+        self.priors = PriorsFromPacs(config, self.index, self.router, self.reprocess)
         self.scheduler = BackgroundScheduler(daemon=True)
         self._executor: ProcessPoolExecutor | None = None
         self._server: ThreadedAssociationServer | None = None
@@ -121,6 +123,12 @@ class Node:
             self.router.run_once, "interval", seconds=self.config.routing.check_interval_seconds,
             id="routing", max_instances=1, coalesce=True,
         )
+        if self.priors.enabled:
+            self.scheduler.add_job(
+                self.priors.run_once, "interval",
+                seconds=self.config.follow_up.pacs.check_interval_seconds,
+                id="priors-from-pacs", max_instances=1, coalesce=True,
+            )
         retention = self.config.retention
         if retention.delivered_after_days is not None:
             self.scheduler.add_job(
@@ -165,6 +173,7 @@ class Node:
             self._executor = None
         self.index.close()
         self.router.close()
+        self.priors.close()
         log.info("stopped")
         if self._audit_handler is not None:
             audit.removeHandler(self._audit_handler)
@@ -409,6 +418,7 @@ class Node:
             )
             if outcome.result is not None:
                 self.index.record_study_facts(outcome.result)
+            self.priors.study_done(study_uid, outcome.result)  # none here: ask the PACS
             self._wake("send-results")  # deliver now rather than at the next sender tick
             log.info(
                 "study %s done: %d lesion(s), %d result object(s) queued for %d destination(s)"
@@ -484,4 +494,5 @@ class Node:
             "destinations": [d.key for d in self.config.destinations],
             "in_flight": self._in_flight_uids(),
             "routing": self.router.recent(),
+            "priors_from_pacs": self.priors.recent(),
         }

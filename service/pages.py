@@ -97,7 +97,24 @@ def study_list(
         if rows else "<p>No study received yet.</p>"
     )
     return _page("hypoxnode", head + table + _routing_table(status.get("routing") or [])
+                 + _priors_table(status.get("priors_from_pacs") or [])
                  + _cohort_table(cohort or []))
+
+
+def _priors_table(requests: list[dict[str, Any]]) -> str:
+    """Priors looked up in the PACS: state and why (pending, compared, none, not compared)."""
+    if not requests:
+        return ""
+    rows = "".join(
+        f"<tr data-study='{_e(r['study_instance_uid'])}'><td>{_e(r['study_instance_uid'])}</td>"
+        f"<td>{_state(r['state'])}</td><td>{_e(', '.join(r['priors']))}</td>"
+        f"<td>{_e(r['detail'])}</td><td class=num>{_e(r['attempts'])}</td>"
+        f"<td>{_e(_when(r['updated_at']))}</td></tr>"
+        for r in requests
+    )
+    return ("<h2>Priors from PACS</h2><table id=priors><tr><th>study</th><th>state</th>"
+            "<th>priors retrieved</th><th>detail</th><th>attempts</th><th>updated</th></tr>"
+            + rows + "</table>")
 
 
 def _routing_table(decisions: list[dict[str, Any]]) -> str:

@@ -117,8 +117,14 @@ class Orthanc:
 
 
 def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", *,
-                  allow_any_store: bool = True, dicom_port: int | None = None) -> Orthanc:
-    """Start Orthanc with a private config; ``allow_any_store=False`` refuses unknown AEs."""
+                  allow_any_store: bool = True, dicom_port: int | None = None,
+                  modalities: dict[str, list[Any]] | None = None) -> Orthanc:
+    """Start Orthanc with a private config; ``allow_any_store=False`` refuses unknown AEs.
+
+    ``modalities``: Orthanc's ``DicomModalities`` (name -> [AE title, host, port]), the peers
+    it answers C-FIND from and moves studies to (C-MOVE). The storage stays in ``workdir``, so
+    an Orthanc started again on the same folder holds what the last one held.
+    """
     binary = require_tool("Orthanc")
     workdir.mkdir(parents=True, exist_ok=True)
     dicom_port = dicom_port or free_port()
@@ -134,7 +140,7 @@ def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", *,
         "AuthenticationEnabled": False,
         "DicomAlwaysAllowStore": allow_any_store,
         "DicomCheckCalledAet": True,
-        "DicomModalities": {},
+        "DicomModalities": modalities or {},
         "Plugins": [],
         "StorageCompression": False,
         "HttpServerEnabled": True,
