@@ -2,7 +2,8 @@
 
 Every process a test starts inherits the environment, so at start-up the run marks its own
 environment with a token (``HYPOXNODE_TEST_RUN``); at the end every process whose environment
-holds that token, other than pytest itself, is a leftover. They get a short grace to finish
+holds that token, other than pytest itself and its own multiprocessing resource tracker (which
+ends with pytest), is a leftover. They get a short grace to finish
 stopping, then they are listed, killed and the run's exit status is set to failed.
 """
 
@@ -36,12 +37,13 @@ def _marked_processes(token: str) -> dict[int, str]:
         try:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
-                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        state, parent = fields[0], int(fields[1])
+        if state == "Z" or (parent == own and "multiprocessing.resource_tracker" in cmdline):
+            continue  # pytest's own resource tracker ends when pytest does
         found[int(entry.name)] = cmdline.strip()
     return found
 
