@@ -39,7 +39,7 @@ import fnmatch
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.config_quant import TracerConfig
 
@@ -100,15 +100,15 @@ class ActionConfig(BaseModel):
     forward_to: list[str] = Field(default_factory=list)
     """Destination names (``[[routing.destinations]]`` or ``[[destinations]]``)."""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ActionConfig:
+    def problem(self) -> str | None:
+        """What is inconsistent in this action (``"key: reason"``), or None."""
         if self.profile is not None and self.action != "process":
-            raise ValueError(f"profile is only used with action = \"process\", not {self.action!r}")
+            return f'profile: only used with action = "process", not {self.action!r}'
         if self.action == "forward" and not self.forward_to:
-            raise ValueError('action = "forward" needs forward_to (destination names)')
+            return 'forward_to: action = "forward" needs destination names'
         if self.action == "ignore" and self.forward_to:
-            raise ValueError('action = "ignore" forwards nothing: use action = "forward"')
-        return self
+            return 'forward_to: action = "ignore" forwards nothing (use action = "forward")'
+        return None
 
 
 class RuleConfig(ActionConfig):
@@ -124,8 +124,14 @@ class RuleConfig(ActionConfig):
     body_part: str | list[str] | None = None
     station_name: str | list[str] | None = None
 
-    _check = field_validator(*STUDY_CRITERIA, *SERIES_CRITERIA)(
-        classmethod(lambda cls, v: _patterns(v)))
+    def problem(self) -> str | None:
+        """What is wrong with this rule (``"key: reason"``), or None."""
+        for key in (*STUDY_CRITERIA, *SERIES_CRITERIA):
+            try:
+                _patterns(getattr(self, key))
+            except ValueError as exc:
+                return f"{key}: {exc}"
+        return super().problem()
 
     def criteria(self, names: tuple[str, ...]) -> dict[str, list[str]]:
         """The criteria of this rule among ``names`` that are set, as lists of patterns."""
@@ -173,6 +179,9 @@ class RoutingConfig(BaseModel):
         if duplicate is not None:
             raise ValueError(f"rule name {duplicate!r} is used twice")
         for where, action in self._actions():
+            problem = action.problem()
+            if problem is not None:
+                raise ValueError(f"{where}.{problem}")
             if action.profile is not None and action.profile not in self.profiles:
                 raise ValueError(f"{where}: profile {action.profile!r} is not defined in"
                                  f" [routing.profiles] (defined: {sorted(self.profiles)})")

@@ -148,8 +148,11 @@ def test_profile_overrides_quant_and_tracer_settings(tmp_path: Path) -> None:
     ('[[routing.rules]]\nname = "y"\naction = "forward"\nforward_to = ["nowhere"]\n',
      "routing.rules['y'].forward_to: no destination 'nowhere'"),
     ('[[routing.rules]]\nname = "z"\naction = "forward"\n',
-     'action = "forward" needs forward_to'),
-    ('[[routing.rules]]\nname = "w"\nmodality = "re:(("\n', "not a regular expression"),
+     "routing.rules['z'].forward_to: action = \"forward\" needs"),
+    ('[[routing.rules]]\nname = "w"\nmodality = "re:(("\n',
+     "routing.rules['w'].modality: 're:((' is not a regular expression"),
+    ('[[routing.rules]]\nname = "u"\naction = "ignore"\nprofile = "atsm"\n',
+     "routing.rules['u'].profile: only used with"),
     ('[[routing.rules]]\nname = "cu-atsm"\n', "rule name 'cu-atsm' is used twice"),
     ('[[routing.rules]]\nname = "v"\ncolour = "red"\n', "colour"),
 ])
