@@ -48,6 +48,8 @@ class PriorCandidate:
     """Its PET and CT instances, when the node still holds them."""
     seg_path: str | None = None
     """Its latest SEG, when held."""
+    origin: str | None = None
+    """Where the node got it when not from a scanner (e.g. retrieved from a PACS)."""
 
 
 @dataclass
@@ -135,7 +137,7 @@ def compare_with_prior(
     if pair is None:
         return None
     candidate = by_key[(pair.prior.study_instance_uid, pair.prior.pet_series_instance_uid)]
-    notes: list[str] = []
+    notes: list[str] = [candidate.origin] if candidate.origin else []
     try:
         prior = _load_prior(candidate)
     except Exception as exc:  # a prior that no longer reads: compare the figures only

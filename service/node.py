@@ -316,7 +316,8 @@ class Node:
                      study_uid, generation, previous_sr[0][0])
         config = self.router.config_for(study_uid)  # the routing profile applied
         try:
-            follow_up = follow_up_input(self.index, study_uid, config.follow_up)
+            follow_up = follow_up_input(self.index, study_uid, config.follow_up,
+                                        self.priors.origin)
         except Exception:  # pairing is an extra: a fault in it must not stop the study
             log.exception("study %s: looking up earlier studies failed", study_uid)
             follow_up = None

@@ -8,6 +8,7 @@ collects the paths the worker needs; the worker decides which candidate is the p
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pydicom import dcmread
 
@@ -39,12 +40,15 @@ def _subject(index: Index, study_uid: str) -> tuple[str, str, str] | None:
     return None
 
 
-def follow_up_input(index: Index, study_uid: str, settings: FollowUpConfig
+def follow_up_input(index: Index, study_uid: str, settings: FollowUpConfig,
+                    origin: Callable[[str], str | None] | None = None
                     ) -> FollowUpInput | None:
     """What the worker needs to compare ``study_uid`` with an earlier study, or None.
 
     None when follow-up is disabled, the study has no usable PET header, or the index holds no
-    other quantified study of the subject and tracer.
+    other quantified study of the subject and tracer. ``origin``: says where a prior came from
+    when the node fetched it (:meth:`service.priors_from_pacs.PriorsFromPacs.origin`); the
+    comparison's notes (and so the SR) carry it.
     """
     if not settings.enabled:
         return None
@@ -61,5 +65,6 @@ def follow_up_input(index: Index, study_uid: str, settings: FollowUpConfig
         latest = index.latest_results(prior_uid)
         seg = next((path for kind, _uid, path in latest if kind == "SEG"), None)
         paths = [r.path for r in index.study_instances(prior_uid)]
-        candidates.append(PriorCandidate(row.result, paths, seg))
+        candidates.append(PriorCandidate(row.result, paths, seg,
+                                         origin(prior_uid) if origin else None))
     return FollowUpInput(candidates, rc_in_use(index.all_facts(tracer), tracer, settings))

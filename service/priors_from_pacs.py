@@ -161,6 +161,12 @@ class PriorsFromPacs:
                 (prior_uid,)).fetchone()
         return str(row[0]) if row else None
 
+    def origin(self, prior_uid: str) -> str | None:
+        """``"prior study ... retrieved from PACS ..."`` for a fetched prior, else None."""
+        if self.requesting_study(prior_uid) is None:
+            return None
+        return f"prior study {prior_uid} retrieved from PACS {self.settings.ae_title} by this node"
+
     def _route_prior(self, study_uid: str) -> Decision | None:
         """Routing override: a prior fetched from the PACS is processed with the requesting
         study's profile and sends no results."""

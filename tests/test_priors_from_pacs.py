@@ -123,6 +123,8 @@ check_interval_seconds = 0.5
 
     second = _srs(dest, follow_up_uid)[1]
     assert any(baseline_uid in text for text in all_texts(second))
+    assert f"Note: prior study {baseline_uid} retrieved from PACS PACS by this node" in \
+        all_texts(second)
     groups = {g.tracking_identifier: g for g in measurement_groups(second)}
     lesion = groups["Lesion 1 vs prior Lesion 1"]
     assert lesion.find(("99HYPOX", "SUVMAX-PRIOR"))[0].value == pytest.approx(
