@@ -186,6 +186,8 @@ class PriorsFromPacs:
             return
         if self.requesting_study(study_uid) is not None or self._row(study_uid) is not None:
             return  # a prior fetched for another study, or already requested
+        if not self.router.config_for(study_uid).follow_up.enabled:
+            return  # its routing profile compares nothing
         facts = StudyFacts.from_result_json(result)
         if not facts.patient_id or facts.scan_time is None:
             log.info("study %s: no PatientID or scan time: no PACS look-up", study_uid)
