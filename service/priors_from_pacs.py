@@ -42,13 +42,12 @@ from service.index import Index, StudyState
 from service.priors_pacs import Pacs, PacsError
 from service.retention import purge_study
 from service.routing import Decision
-from service.routing_node import NO_RESULTS_RULES, Router
+from service.routing_node import Router
 from service.sender import next_delay_s
 
 log = logging.getLogger("hypoxnode.priors")
 
 PRIOR_RULE = "prior from PACS"
-NO_RESULTS_RULES.add(PRIOR_RULE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -118,6 +117,7 @@ class PriorsFromPacs:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         router.overrides.append(self._route_prior)
+        router.no_results_rules.add(PRIOR_RULE)
 
     @property
     def enabled(self) -> bool:

@@ -42,10 +42,6 @@ from service.store import InstanceStore
 log = logging.getLogger("hypoxnode.routing")
 audit = logging.getLogger("hypoxnode.audit")
 
-NO_RESULTS_RULES: set[str] = set()
-"""Rules (set by other modules, e.g. priors from PACS) whose studies send no results."""
-
-
 class Router:
     """Routing decisions for one node.
 
@@ -65,6 +61,8 @@ class Router:
         self.forwarder = Forwarder(config, self.db)
         self.overrides: list[Callable[[str], Decision | None]] = []
         """Consulted before the rules: a decision they return wins (priors from PACS)."""
+        self.no_results_rules: set[str] = set()
+        """Rules of overrides whose studies send no results (priors from PACS)."""
 
     def close(self) -> None:
         """Close the routing database."""
@@ -147,7 +145,7 @@ class Router:
     def result_destinations(self, study_uid: str) -> list[str]:
         """Keys of the destinations that receive a study's results."""
         decision = self.db.decision(study_uid)
-        if decision is not None and decision.rule in NO_RESULTS_RULES:
+        if decision is not None and decision.rule in self.no_results_rules:
             return []
         return result_destinations(self.config, decision.profile if decision else None)
 
