@@ -295,7 +295,8 @@ class PriorsFromPacs:
             if size > self.settings.max_mb * 1024 * 1024 and self.index.set_study_state(
                     prior, StudyState.DONE, expected=StudyState.RECEIVING):
                 purge_study(self.index, self.router.store, prior)  # before it is processed
-                states[prior] = f"dropped: {size / 1e6:.0f} MB, more than max_mb"
+                states[prior] = (f"dropped: {size / 2**20:.3g} MB received, more than max_mb"
+                                 f" {self.settings.max_mb:g}")
         if any(s in (StudyState.RECEIVING.value, StudyState.QUEUED.value,
                      StudyState.PROCESSING.value) for s in states.values()):
             return
