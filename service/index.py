@@ -29,7 +29,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from service.identity import KnownInstance
 from service.index_facts import FACTS_SCHEMA, StudyFactsMixin
+from service.store import InstanceConflictError
 
 SCHEMA_VERSION = 1
 
@@ -195,12 +197,26 @@ class Index(StudyFactsMixin):
         -------
         bool
             True when the instance is new, False for a re-sent one (idempotent).
+
+        Raises
+        ------
+        InstanceConflictError
+            The SOPInstanceUID is indexed in another study or series: the row never moves.
         """
         with self._transaction(self._instance_db) as db:
             existing = db.execute(
-                "SELECT study_instance_uid FROM instances WHERE sop_instance_uid = ?",
+                "SELECT study_instance_uid, series_instance_uid FROM instances"
+                " WHERE sop_instance_uid = ?",
                 (record.sop_instance_uid,),
             ).fetchone()
+            if existing is not None and (
+                existing[0] != record.study_instance_uid
+                or existing[1] != record.series_instance_uid
+            ):
+                raise InstanceConflictError(
+                    f"SOPInstanceUID {record.sop_instance_uid} is indexed in study {existing[0]}"
+                    f" series {existing[1]}"
+                )
             db.execute(
                 "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -242,6 +258,16 @@ class Index(StudyFactsMixin):
                 " WHERE study_instance_uid = ?",
                 (StudyState.RECEIVING.value, when, when, study_uid),
             )
+
+    def known_instance(self, sop_instance_uid: str) -> KnownInstance | None:
+        """Study, series and path of an indexed SOPInstanceUID, or None (one primary-key
+        look-up: cheap enough for every C-STORE)."""
+        with self._lock:
+            row = self._instance_db.execute(
+                "SELECT study_instance_uid, series_instance_uid, path FROM instances"
+                " WHERE sop_instance_uid = ?", (sop_instance_uid,),
+            ).fetchone()
+        return None if row is None else KnownInstance(row[0], row[1], row[2])
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         """All instances of a study."""

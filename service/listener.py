@@ -39,11 +39,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from service import dimse_status
 from service.config import Config
+from service.identity import identity_verdict
 from service.index import Index, InstanceRecord
 from service.metrics import Metrics
 from service.prompt_reactor import DispatchedAssociationServer, dispatched_server, start_server
 from service.spool import SpoolFile, SpoolReserve, spooled
-from service.store import InstanceStore, StoreError, is_valid_uid
+from service.store import InstanceStore, StoredFile, StoreError, is_valid_uid
 from service.tls import server_context
 
 log = logging.getLogger("hypoxnode.listener")
@@ -226,6 +227,13 @@ def handle_store(
         )
         assoc_log.refused(event.assoc)
         return dimse_status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    affected_sop_instance = str(getattr(event.request, "AffectedSOPInstanceUID", ""))
+    if str(sop_uid) != affected_sop_instance:
+        audit.warning("C-STORE from %s refused: data set SOPInstanceUID %s is not the"
+                      " command's AffectedSOPInstanceUID %s", _peer(event), sop_uid,
+                      affected_sop_instance)
+        assoc_log.refused(event.assoc)
+        return dimse_status.SOP_INSTANCE_MISMATCH
 
     encoded = event.encoded_dataset(include_meta=True) if spool is None else b""
     if not store.has_room(len(encoded)):
@@ -235,8 +243,20 @@ def handle_store(
     try:
         with store.study_lock(str(study_uid), exclusive=False):  # no purge meanwhile
             uids = (str(study_uid), str(series_uid), str(sop_uid))
-            stored = store.write_instance(encoded, *uids) if spool is None \
-                else store.adopt_instance(Path(spool.name), *uids)
+            known = index.known_instance(uids[2])
+            final = Path(known.path) if known is not None else store.instance_path(*uids)
+            verdict = identity_verdict(known, final if final.exists() else None, *uids[:2],
+                                       Path(spool.name) if spool else None, encoded)
+            if verdict.conflict is not None:
+                audit.warning("C-STORE from %s refused: %s (SOPInstanceUID %s, kept as"
+                              " stored)", _peer(event), verdict.conflict, sop_uid)
+                assoc_log.refused(event.assoc)
+                return dimse_status.INSTANCE_CONFLICT
+            if verdict.same:  # an identical resend: the acknowledged file stays as it is
+                stored = StoredFile(final, final.stat().st_size)
+            else:
+                stored = store.write_instance(encoded, *uids) if spool is None \
+                    else store.adopt_instance(Path(spool.name), *uids)
             index.record_instance(
                 InstanceRecord(
                     sop_instance_uid=str(sop_uid),

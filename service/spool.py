@@ -33,6 +33,7 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import tempfile
 import threading
 from collections import deque
@@ -43,16 +44,23 @@ from typing import Any, cast
 
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom import evt
+from pynetdicom import AllStoragePresentationContexts, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.pdu_primitives import P_DATA
 
+from service.dimse_status import SOP_CLASS_NOT_SUPPORTED
 from service.store_response import c_store_rsp_command
 
 log = logging.getLogger("hypoxnode.listener")
+audit = logging.getLogger("hypoxnode.audit")
+
+STORAGE_SOP_CLASSES = frozenset(
+    str(context.abstract_syntax) for context in AllStoragePresentationContexts
+)
+"""SOP classes a C-STORE may name: the storage contexts the listener accepts."""
 
 SPOOL_PREFIX = "store-"
 """Spool files are ``<tmp>/store-<pid>-<random>.part``: the node removes a dead receiver
@@ -330,9 +338,54 @@ class SpoolingDIMSE(DIMSEServiceProvider):
             spool.discard()
 
 
+class StorageGate(queue.Queue):  # type: ignore[type-arg]
+    """The DIMSE provider's queue of received messages, refusing a C-STORE request that is
+    not on a storage presentation context of its own SOP class.
+
+    pynetdicom chooses the service class by the request's AffectedSOPClassUID: a C-STORE
+    naming Verification got a C-ECHO response (Success) and a C-STORE of a CT image sent on
+    the Verification context went to the storage handler. Such a request is answered here
+    with 0x0122 (SOP class not supported) and its data set discarded; it never reaches a
+    service class.
+    """
+
+    def __init__(self, dimse: SpoolingDIMSE) -> None:
+        super().__init__()
+        self._dimse = dimse
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Queue ``(context_id, primitive)``, or answer a misplaced C-STORE request."""
+        context_id, primitive = item
+        if isinstance(primitive, C_STORE) and primitive.MessageID is not None:
+            context = self._dimse.assoc._accepted_cx.get(context_id)
+            sop_class = str(primitive.AffectedSOPClassUID)
+            if context is not None and (sop_class not in STORAGE_SOP_CLASSES
+                                        or str(context.abstract_syntax) != sop_class):
+                self._refuse(primitive, context_id, str(context.abstract_syntax))
+                return
+        super().put(item, block, timeout)
+
+    def _refuse(self, request: C_STORE, context_id: int, abstract_syntax: str) -> None:
+        spool = spooled(request)
+        if spool is not None:
+            spool.discard()
+        response = C_STORE()
+        response.MessageIDBeingRespondedTo = request.MessageID
+        response.AffectedSOPClassUID = request.AffectedSOPClassUID
+        response.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+        response.Status = SOP_CLASS_NOT_SUPPORTED
+        requestor = self._dimse.assoc.requestor
+        audit.warning("C-STORE from %s@%s:%s refused: SOP class %r on the presentation"
+                      " context of %s (not a storage context of that class)",
+                      requestor.ae_title, requestor.address, requestor.port,
+                      str(request.AffectedSOPClassUID), abstract_syntax)
+        self._dimse.send_msg(response, context_id)
+
+
 def make_spooling(dimse: DIMSEServiceProvider, reserve: SpoolReserve) -> None:
     """Turn an association's DIMSE provider into a :class:`SpoolingDIMSE`, in place."""
     dimse.__class__ = SpoolingDIMSE
+    dimse.msg_queue = StorageGate(cast(SpoolingDIMSE, dimse))
     cast(SpoolingDIMSE, dimse).reserve = reserve
     cast(SpoolingDIMSE, dimse)._open_spools = set()
 

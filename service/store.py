@@ -4,6 +4,8 @@ Layout under ``data_dir``::
 
     instances/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     results/<StudyInstanceUID>/<kind>-<SOPInstanceUID>.dcm
+    quarantine/                (acknowledged files the node could not keep indexed: never
+                                deleted, see InstanceStore.quarantine)
     tmp/                       (partial writes and data sets being received, see
                                 service.spool; emptied at start-up)
     locks/NN.lock              (study locks, see InstanceStore.study_lock)
@@ -19,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +41,11 @@ def is_valid_uid(value: object) -> bool:
 
 class StoreError(Exception):
     """The instance could not be made durable (disk full, permissions, ...)."""
+
+
+class InstanceConflictError(StoreError):
+    """The SOPInstanceUID is already held in another study or series, or with other
+    content: an acknowledged instance is never replaced nor moved."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class InstanceStore:
         self.results_dir = self.root / "results"
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+        self.quarantine_dir = self.root / "quarantine"
         for directory in (self.instances_dir, self.results_dir, self.tmp_dir, self.locks_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -164,6 +173,34 @@ class InstanceStore:
         for dirpath, _dirs, files in os.walk(self.instances_dir):
             for name in files:
                 yield Path(dirpath) / name
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move an instance file the node will not index into ``quarantine/``, with a
+        ``.reason.txt`` beside it; returns its new path. Never deletes it: a file under
+        ``instances/`` was acknowledged to a sender.
+        """
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.quarantine_dir / f"{stamp}-{path.name}"
+        counter = 1
+        while target.exists():
+            target = self.quarantine_dir / f"{stamp}-{counter}-{path.name}"
+            counter += 1
+        _move_into_place(path, target)
+        target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
+        return target
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """Files in ``quarantine/``, newest first: name and reason (for the status page)."""
+        if not self.quarantine_dir.is_dir():
+            return []
+        out = []
+        for path in sorted(self.quarantine_dir.iterdir(), reverse=True):
+            if path.name.endswith(".reason.txt") or not path.is_file():
+                continue
+            note = path.with_name(path.name + ".reason.txt")
+            reason = note.read_text().strip() if note.is_file() else ""
+            out.append({"file": path.name, "reason": reason})
+        return out
 
     def clear_tmp(self) -> int:
         """Remove partial writes left by a crash; returns how many were removed."""
