@@ -90,6 +90,11 @@ CREATE INDEX IF NOT EXISTS exports_pending ON exports (state, next_attempt_at);
 """
 
 
+class IndexUnavailableError(OSError):
+    """The index cannot be opened or written (corrupt, read-only, disk gone). An OSError,
+    so that ``hypoxnode serve`` reports it in one line like any other start-up failure."""
+
+
 class StudyState(StrEnum):
     """Where a study is in its life."""
 
@@ -153,13 +158,21 @@ class Index(StudyFactsMixin):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = self._connect("FULL")
-        with self._lock:
-            self._db.executescript(_SCHEMA + FACTS_SCHEMA)  # executescript commits on its own
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._instance_db = self._connect("NORMAL")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._connect("FULL")
+            with self._lock:
+                # executescript commits on its own
+                self._db.executescript(_SCHEMA + FACTS_SCHEMA)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._db.execute("SELECT COUNT(*) FROM studies").fetchone()
+            self._instance_db = self._connect("NORMAL")
+        except (sqlite3.Error, OSError) as exc:
+            raise IndexUnavailableError(
+                f"cannot open the index {self.path}: {exc} (restore it from a backup, or move"
+                " it aside: start-up then re-indexes every stored instance)"
+            ) from exc
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -268,6 +281,56 @@ class Index(StudyFactsMixin):
                 " WHERE sop_instance_uid = ?", (sop_instance_uid,),
             ).fetchone()
         return None if row is None else KnownInstance(row[0], row[1], row[2])
+
+    def recover_instance(self, record: InstanceRecord) -> bool:
+        """Index a file that start-up found without a row (a row lost in a power cut, or a
+        stop between the file's rename and the row's commit).
+
+        Unlike :meth:`record_instance`, a study already done stays done when its recorded
+        ``processed_count`` covers every instance now indexed: the lost row was of an instance
+        it processed, and its results (and their exports) remain its results.
+
+        Returns
+        -------
+        bool
+            Whether the study is due for processing because of this instance.
+
+        Raises
+        ------
+        InstanceConflictError
+            The SOPInstanceUID is indexed in another study or series.
+        """
+        with self._transaction() as db:
+            existing = db.execute(
+                "SELECT study_instance_uid, series_instance_uid FROM instances"
+                " WHERE sop_instance_uid = ?", (record.sop_instance_uid,),
+            ).fetchone()
+            if existing is not None and (existing[0], existing[1]) != (
+                    record.study_instance_uid, record.series_instance_uid):
+                raise InstanceConflictError(
+                    f"SOPInstanceUID {record.sop_instance_uid} is indexed in study"
+                    f" {existing[0]} series {existing[1]}"
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.sop_instance_uid, record.sop_class_uid, record.study_instance_uid,
+                 record.series_instance_uid, record.modality, record.path,
+                 record.size_bytes, record.calling_ae_title, record.received_at),
+            )
+            study = db.execute(
+                "SELECT state, processed_count FROM studies WHERE study_instance_uid = ?",
+                (record.study_instance_uid,),
+            ).fetchone()
+            if study is not None and study["state"] == StudyState.DONE.value:
+                count = db.execute(
+                    "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ?",
+                    (record.study_instance_uid,),
+                ).fetchone()[0]
+                if count <= study["processed_count"]:
+                    return False
+            self._touch_study(db, record.study_instance_uid, record.received_at,
+                              existing is None)
+            return True
 
     def study_instances(self, study_uid: str) -> list[InstanceRecord]:
         """All instances of a study."""

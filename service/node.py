@@ -11,6 +11,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
@@ -27,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
-from service.index import Index, InstanceRecord, StudyState
+from service.index import Index, IndexUnavailableError, InstanceRecord, StudyState
 from service.lifeline import die_with_parent
 from service.listener import start_listener
 from service.metrics import Metrics
@@ -38,7 +39,7 @@ from service.receivers import ReceiverPool
 from service.retention import purge_delivered
 from service.routing_node import Router
 from service.sender import Sender
-from service.store import InstanceStore
+from service.store import InstanceConflictError, InstanceStore
 
 log = logging.getLogger("hypoxnode.node")
 
@@ -68,7 +69,11 @@ class Node:
         self.config = config
         self.metrics = Metrics()
         self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
-        self.index = Index(config.data_dir / "index.sqlite")
+        try:
+            self.index = Index(config.data_dir / "index.sqlite")
+        except IndexUnavailableError as exc:
+            log.critical("cannot start: %s", exc)  # one line, no traceback
+            raise SystemExit(1) from None
         self.sender = Sender(config, self.index, self.metrics)
         self.router = Router(config, self.index, self.store)
         self.priors = PriorsFromPacs(config, self.index, self.router, self.reprocess)
@@ -109,7 +114,11 @@ class Node:
         """Reconcile, then start workers, scheduler, HTTP interface and listener."""
         if self.config.log.audit_file is not None and self._audit_handler is None:
             self._audit_handler = open_audit_file(self.config.log.audit_file)
-        self._reconcile()
+        try:
+            self._reconcile()
+        except sqlite3.DatabaseError as exc:  # corrupt pages, read-only file, disk gone
+            raise IndexUnavailableError(
+                f"the index {self.index.path} cannot be read or written: {exc}") from exc
         self._executor = self._new_executor()
         self.scheduler.add_job(
             self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
@@ -186,9 +195,12 @@ class Node:
         - ``tmp/`` holds writes that never completed: removed (never acknowledged).
         - An index row whose file is gone: dropped (the study is re-checked when due).
         - A file with no index row: the node stopped between the rename and the index commit,
-          so the sender never got a success for it. Indexing it is kinder than deleting it (a
-          sender that does not retry still gets the instance processed); a file that does not
-          read as the instance its path names is removed.
+          or a power cut lost the row (instance rows are written ``synchronous=NORMAL``).
+          It is indexed again; a study already done whose processed count covers it stays
+          done (:meth:`Index.recover_instance`), so a lost row never sends results out again.
+        - A file that does not read as the instance its path names, or whose SOPInstanceUID
+          is indexed elsewhere, is never deleted (it may have been acknowledged): it is moved
+          to ``quarantine/`` with its reason, audited, and listed on the status page.
         - Studies left queued or processing go back to receiving and are processed again.
         """
         removed = self.store.clear_tmp()
@@ -201,35 +213,40 @@ class Node:
                       len(missing))
             self.index.forget_instances(missing)
         known = set(indexed.values())
-        recovered = dropped = 0
+        recovered = due = quarantined = 0
         for path in self.store.instance_files():
             if str(path) in known:
                 continue
-            record = self._record_for_orphan(path)
-            if record is None:
-                path.unlink(missing_ok=True)
-                dropped += 1
-            else:
-                self.index.record_instance(record)
-                recovered += 1
-        if recovered or dropped:
+            record, why = self._record_for_orphan(path)
+            if record is not None:
+                try:
+                    due += self.index.recover_instance(record)
+                    recovered += 1
+                    continue
+                except InstanceConflictError as exc:
+                    why = str(exc)
+            moved = self.store.quarantine(path, why)
+            quarantined += 1
+            audit.warning("instance file %s quarantined as %s: %s", path.name, moved, why)
+        if recovered or quarantined:
             log.warning(
-                "%d instance file(s) on disk were not in the index (stopped before the index"
-                " commit): %d indexed, %d unreadable removed", recovered + dropped, recovered,
-                dropped,
+                "%d instance file(s) on disk were not in the index: %d indexed again (%d of"
+                " them make their study due), %d quarantined in %s", recovered + quarantined,
+                recovered, due, quarantined, self.store.quarantine_dir,
             )
         requeued = self.index.requeue_interrupted()
         if requeued:
             log.warning("requeued %d study(ies) interrupted by the last stop", len(requeued))
 
-    def _record_for_orphan(self, path: Path) -> InstanceRecord | None:
-        """The index row of an unindexed instance file, or None if it is not a sound one."""
+    def _record_for_orphan(self, path: Path) -> tuple[InstanceRecord | None, str]:
+        """The index row of an unindexed instance file, or None and why it is not a sound
+        one (no patient data in the reason)."""
         try:
             dataset = dcmread(path, stop_before_pixels=True)
             uids = (str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
                     str(dataset.SOPInstanceUID))
             if self.store.instance_path(*uids) != path:
-                return None
+                return None, "its UIDs do not name the path it is stored under"
             return InstanceRecord(
                 sop_instance_uid=uids[2],
                 sop_class_uid=str(dataset.file_meta.MediaStorageSOPClassUID),
@@ -240,9 +257,9 @@ class Node:
                 size_bytes=path.stat().st_size,
                 calling_ae_title="",
                 received_at=time.time(),
-            )
-        except Exception:  # any unreadable or inconsistent file: not an instance we keep
-            return None
+            ), ""
+        except Exception as exc:  # any unreadable or inconsistent file: not indexed
+            return None, f"unreadable as a DICOM instance ({type(exc).__name__})"
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -496,4 +513,5 @@ class Node:
             "in_flight": self._in_flight_uids(),
             "routing": self.router.recent(),
             "priors_from_pacs": self.priors.recent(),
+            "quarantined": self.store.quarantined(),
         }

@@ -96,9 +96,22 @@ def study_list(
         + "".join(rows) + "</table>"
         if rows else "<p>No study received yet.</p>"
     )
-    return _page("hypoxnode", head + table + _routing_table(status.get("routing") or [])
+    return _page("hypoxnode", head + _quarantine(status.get("quarantined") or []) + table
+                 + _routing_table(status.get("routing") or [])
                  + _priors_table(status.get("priors_from_pacs") or [])
                  + _cohort_table(cohort or []))
+
+
+def _quarantine(files: list[dict[str, str]]) -> str:
+    """Instance files start-up could not index, kept in ``quarantine/`` (never deleted)."""
+    if not files:
+        return ""
+    rows = "".join(f"<tr><td>{_e(f['file'])}</td><td>{_e(f['reason'])}</td></tr>"
+                   for f in files)
+    return (f"<h2 class=error>Quarantined instance files ({len(files)})</h2><p>Files found"
+            " under <code>instances/</code> at start-up that could not be indexed; kept in"
+            " <code>quarantine/</code> of the data folder for a person to look at.</p>"
+            "<table id=quarantine><tr><th>file</th><th>reason</th></tr>" + rows + "</table>")
 
 
 def _priors_table(requests: list[dict[str, Any]]) -> str:
