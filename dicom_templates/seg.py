@@ -19,13 +19,9 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from dicom_templates import codes
+from dicom_templates import codes, palette
 from dicom_templates.uids import derive_uid
 from quant.results import HypoxicSubvolume, LesionResult, StudyResult
-
-LESION_COLOUR = (255, 64, 64)
-MUSCLE_COLOUR = (64, 160, 255)
-HYPOXIC_COLOUR = (255, 0, 255)
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ def _descriptions(
         lesion = lesions[index - 1] if index is not None else None
         if kind == "muscle":
             category, prop = codes.CATEGORY_TISSUE, codes.TYPE_SKELETAL_MUSCLE
-            colour = MUSCLE_COLOUR
+            colour = palette.MUSCLE
             mask = result.muscle.mask
             params = _parameters(result, "muscle")
         elif kind == "lesion":
@@ -145,7 +141,7 @@ def _descriptions(
             category, prop, colour = (
                 codes.CATEGORY_MORPHOLOGICALLY_ABNORMAL,
                 codes.TYPE_NEOPLASM,
-                LESION_COLOUR,
+                palette.LESION,
             )
             mask = lesion.mask
             params = _parameters(result, "lesions")
@@ -154,7 +150,7 @@ def _descriptions(
             category, prop, colour = (
                 codes.CATEGORY_MORPHOLOGICALLY_ABNORMAL,
                 codes.HYPOXIC_SUBVOLUME,
-                HYPOXIC_COLOUR,
+                palette.HYPOXIC,
             )
             mask = subs[(index, threshold)].mask
             params = {"tumour_to_muscle_threshold": f"{threshold:g}"}
@@ -168,7 +164,7 @@ def _descriptions(
                 algorithm_identification=codes.algorithm_identification(params, version),
                 tracking_uid=tracking_uid,
                 tracking_id=info.label,
-                display_color=hd.color.CIELabColor.from_rgb(*(c / 255.0 for c in colour)),
+                display_color=colour.cielab(),
             )
         )
         masks.append(np.asarray(mask, dtype=bool))
@@ -271,4 +267,9 @@ def build_seg(
     )
     # Declare the private scheme of the hypoxic sub-volume type (PS3.3 C.12.1.1.2).
     seg.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
+    # General Series Laterality (Type 2C) only when the PET names a paired body part with it;
+    # absent otherwise, as PS3.3 C.7.3.1 wants for whole-body PET (dciodvfy errors on an empty
+    # one; PixelMed's validator, which cannot tell paired parts, asks for it regardless).
+    if sources[0].get("Laterality"):
+        seg.Laterality = str(sources[0].Laterality)
     return seg

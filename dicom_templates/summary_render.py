@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dicom_templates import palette
 from dicom_templates.seg import ordered_lesions
 from quant.results import StudyResult
 
@@ -22,8 +23,8 @@ MARGIN = 12
 BACKGROUND = (0, 0, 0)
 TEXT = (235, 235, 235)
 WARNING_TEXT = (255, 190, 60)
-LESION_LINE = (0, 255, 255)
-MUSCLE_LINE = (80, 255, 80)
+LESION_LINE = palette.LESION.rgb  # the SEG's segment colours too
+MUSCLE_LINE = palette.MUSCLE.rgb
 CT_WINDOW_HU = (-800.0, 400.0)
 """Window of the mean-intensity CT projection (a radiograph-like background)."""
 FONT_FILES = (
@@ -156,7 +157,7 @@ def table_lines(result: StudyResult) -> list[tuple[str, tuple[int, int, int], bo
     uptake = "n/a" if facts.uptake_time_s is None else f"{facts.uptake_time_s / 60.0:.0f} min"
     lines.append((f"Uptake time: {uptake}    SUV: {result.suv_type}", TEXT, False))
     muscle = result.muscle
-    lines.append(("Muscle reference (green)", MUSCLE_LINE, True))
+    lines.append((f"Muscle reference ({palette.MUSCLE.name})", MUSCLE_LINE, True))
     lines.append(
         (
             f"  SUVmean {_fmt(muscle.suv_mean)} \u00b1 {_fmt(muscle.suv_sd)}, "
@@ -171,7 +172,7 @@ def table_lines(result: StudyResult) -> list[tuple[str, tuple[int, int, int], bo
         lines.append(("No lesion found", WARNING_TEXT, True))
     for i, lesion in enumerate(lesions[:MAX_LESIONS_LISTED], start=1):
         source = f"contour {lesion.label}" if lesion.source == "contour" else "detected"
-        lines.append((f"Lesion {i} (L{i}, cyan; {source})", LESION_LINE, True))
+        lines.append((f"Lesion {i} (L{i}, {palette.LESION.name}; {source})", LESION_LINE, True))
         lines.append(
             (
                 f"  SUVmax {_fmt(lesion.suv_max)}  SUVmean {_fmt(lesion.suv_mean)}  "

@@ -8,7 +8,7 @@ import highdicom as hd
 import numpy as np
 import pytest
 
-from dicom_templates import codes
+from dicom_templates import codes, palette
 from dicom_templates.seg import build_seg, ordered_lesions, segment_numbers
 from dicom_templates.uids import derive_uid
 from quant.results import StudyResult
@@ -203,3 +203,27 @@ def test_every_known_tracer_has_codes() -> None:
     for name, profile in PROFILES.items():
         assert codes.tracer_code(name) is not None, name
         assert codes.nuclide_code(profile.nuclide) is not None, profile.nuclide
+
+
+def test_segment_colours_are_the_palette_read_back_in_rgb(tmp_path: Path) -> None:
+    """RecommendedDisplayCIELabValue decodes to the palette colour (not near-black)."""
+    result = make_result(n_lesions=1)
+    seg = build_seg(
+        result,
+        make_pet_series(),
+        series_instance_uid=derive_uid("t", "seg"),
+        sop_instance_uid=derive_uid("t", "seg", "1"),
+        series_number=901,
+    )
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    expected = {"muscle": palette.MUSCLE.rgb, "lesion": palette.LESION.rgb,
+                "hypoxic": palette.HYPOXIC.rgb}
+    kinds = {info.number: info.kind for info in segment_numbers(result).values()}
+    read = hd.seg.segread(path)
+    for item in read.SegmentSequence:
+        lab = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue)
+        rgb = lab.to_rgb()
+        want = expected[kinds[int(item.SegmentNumber)]]
+        assert max(abs(a - b) for a, b in zip(rgb, want, strict=True)) <= 2, (rgb, want)
+        assert int(item.RecommendedDisplayCIELabValue[0]) > 30000  # L* > 45: not black
