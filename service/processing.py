@@ -28,6 +28,7 @@ from dicom_templates.uids import derive_uid
 from quant.comparison import PairComparison
 from quant.errors import QuantificationError
 from quant.pipeline import QuantifiedStudy, quantify
+from service.attribute_hygiene import tolerate_malformed, values_not_logged
 from service.config import Config
 from service.follow_up import FollowUpInput, compare_with_prior
 from service.store import InstanceStore
@@ -177,6 +178,19 @@ def process_study(
     supersedes it. ``follow_up``: the subject's earlier studies and the repeatability
     coefficients in use; the study is compared with the most recent earlier one.
     """
+    with values_not_logged():
+        return _process_study(config, study_instance_uid, paths, generation,
+                              previous_report_path, follow_up)
+
+
+def _process_study(
+    config: Config,
+    study_instance_uid: str,
+    paths: list[str],
+    generation: int,
+    previous_report_path: str | None,
+    follow_up: FollowUpInput | None,
+) -> ProcessingOutcome:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
@@ -192,6 +206,8 @@ def process_study(
             timings["compare_s"] = time.perf_counter() - mark
             mark = time.perf_counter()
         previous = dcmread(previous_report_path) if previous_report_path else None
+        # after the figures: the builders copy these, the quantification read its own
+        tolerate_malformed(quantified.pet.datasets)
         objects = build_result_objects(quantified, config, generation, previous, comparison)
         timings["build_s"] = time.perf_counter() - mark
         mark = time.perf_counter()

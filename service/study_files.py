@@ -17,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from quant.errors import QuantificationError
+from service.patient_consistency import check_one_patient
 
 log = logging.getLogger("hypoxnode.study")
 
@@ -52,7 +53,8 @@ def read_study(paths: Iterable[Path]) -> StudyFiles:
     Raises
     ------
     QuantificationError
-        No PET series, or PET series of more than one study.
+        No PET series, PET series of more than one study, or series of more than one patient
+        (:func:`service.patient_consistency.check_one_patient`).
     """
     by_series: dict[str, list[Dataset]] = defaultdict(list)
     structures: list[Dataset] = []
@@ -76,6 +78,8 @@ def read_study(paths: Iterable[Path]) -> StudyFiles:
             "no PET series (Modality PT) in the study: nothing to quantify"
         )
     pet = max(pet_series, key=_pet_preference)
+    check_one_patient(pet, [*(s for s in by_series.values() if s is not pet),
+                            *([d] for d in structures)])
     if len(pet_series) > 1:
         notes.append(
             f"{len(pet_series)} PET series; used {pet[0].get('SeriesDescription', '')!s}"
