@@ -409,7 +409,8 @@ def start_listener(
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
     return start_server(build_ae(config), (config.node.host, config.node.port), handlers,
-                        ssl_context=context, spool=SpoolReserve(store.tmp_dir))
+                        ssl_context=context,
+                        spool=SpoolReserve(store.tmp_dir, min_free_bytes=store.min_free_bytes))
 
 
 def dispatched_listener(
@@ -425,4 +426,6 @@ def dispatched_listener(
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
     return dispatched_server(build_ae(config), (config.node.host, config.node.port), handlers,
-                             ssl_context=context, spool=SpoolReserve(store.tmp_dir))
+                             ssl_context=context,
+                             spool=SpoolReserve(store.tmp_dir,
+                                                min_free_bytes=store.min_free_bytes))

@@ -30,6 +30,7 @@ whole in that P-DATA stays in memory as upstream has it, and the handler writes 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -70,6 +71,53 @@ process's by its pid (:func:`remove_orphans`)."""
 RESERVE_FILES = 4
 """Empty spool files a :class:`SpoolReserve` keeps created ahead of need."""
 
+FLOOR_CHUNK_BYTES = 4 * 1024 * 1024
+"""A spool file asks :class:`DiskFloor` before its first byte and before each further chunk
+of this size: one ``statvfs`` per 4 MB written."""
+
+
+class DiskFloor:
+    """The free-space floor (``node.min_free_mb``) applied while data sets are spooled.
+
+    The floor was checked after a data set had been written: three 40 MB instances at once
+    at the floor were all refused, but only after they had filled the disk to 0. Here a spool
+    file may write its next :data:`FLOOR_CHUNK_BYTES` only while the free space, less one
+    chunk for every spool file of this process still being written (what they may write
+    before they ask again), stays at or above the floor. So a data set is refused at its
+    start when the disk is at the floor, and the disk goes at most one chunk per spool file
+    below it.
+    """
+
+    def __init__(self, directory: Path, min_free_bytes: int) -> None:
+        self.directory = directory
+        self.min_free_bytes = min_free_bytes
+        self._writing: set[int] = set()
+        self._lock = threading.Lock()
+
+    def grant(self, spool_id: int) -> bool:
+        """Whether spool file ``spool_id`` may write its next chunk."""
+        if self.min_free_bytes <= 0:
+            return True
+        with self._lock:
+            self._writing.add(spool_id)
+            writing = len(self._writing)
+        try:
+            free = os.statvfs(self.directory)
+        except OSError:
+            return True  # the write itself will fail and say why
+        return free.f_bavail * free.f_frsize - FLOOR_CHUNK_BYTES * writing \
+            >= self.min_free_bytes
+
+    def done(self, spool_id: int) -> None:
+        """Spool file ``spool_id`` writes no more."""
+        with self._lock:
+            self._writing.discard(spool_id)
+
+
+def below_floor() -> OSError:
+    """The error of a spool file refused by :class:`DiskFloor`."""
+    return OSError(errno.ENOSPC, "free disk space below the floor (node.min_free_mb)")
+
 
 def _create(directory: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=directory, prefix=f"{SPOOL_PREFIX}{os.getpid()}-",
@@ -86,8 +134,11 @@ class SpoolReserve:
     when the reserve is empty. :meth:`close` removes what was not used.
     """
 
-    def __init__(self, directory: Path, size: int = RESERVE_FILES) -> None:
+    def __init__(self, directory: Path, size: int = RESERVE_FILES,
+                 min_free_bytes: int = 0) -> None:
         self.directory = directory
+        self.floor = DiskFloor(directory, min_free_bytes)
+        """The free-space floor its spool files keep (:class:`DiskFloor`)."""
         self._size = size
         self._ready: deque[tuple[int, str]] = deque()
         self._wanted = threading.Condition()
@@ -163,6 +214,9 @@ class SpoolFile:
         self.name = name
         self.size = 0
         self.error: OSError | None = None
+        self._floor = reserve.floor
+        self._granted = 0
+        """Bytes the floor allows before it is asked again."""
         self.transfer_syntax = transfer_syntax
         self.data_set_offset = 0
         """Where the data set starts, after the preamble and the file meta."""
@@ -182,6 +236,11 @@ class SpoolFile:
         with self._lock:  # never a write to a descriptor closed (and reused) meanwhile
             if self.error is not None or self._fd is None:
                 return
+            if self.size + len(data) > self._granted:
+                if not self._floor.grant(id(self)):
+                    self._refuse_below_floor()
+                    return
+                self._granted = self.size + len(data) + FLOOR_CHUNK_BYTES
             try:
                 with memoryview(data) as view:
                     written = 0
@@ -191,6 +250,14 @@ class SpoolFile:
                 self.error = exc
                 return
             self.size += written
+
+    def _refuse_below_floor(self) -> None:
+        """Stop writing and give back what was written (the lock is held)."""
+        self.error = below_floor()
+        self._floor.done(id(self))
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
 
     def flush(self) -> None:
         """Nothing buffered: every :meth:`write` is a system call."""
@@ -206,6 +273,7 @@ class SpoolFile:
                     self.durable = True
                 except OSError as exc:
                     self.error = exc
+        self._floor.done(id(self))  # complete: it writes no more
         return self.error
 
     def close(self) -> None:
@@ -215,6 +283,7 @@ class SpoolFile:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        self._floor.done(id(self))
         if self.on_close is not None:
             self.on_close(self)
 
