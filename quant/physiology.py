@@ -22,9 +22,18 @@ the PET grid together with the CT resampled onto it. Volumes are of the candidat
     the lungs' z extent, within :data:`HEART_MIDLINE_MM` of the body's left-right centre and
     in front of the body's antero-posterior centre (the myocardium between the lungs).
 
+Anatomical gates (:func:`organ_placed`, from :mod:`quant.landmarks`): no trunk organ rule fires in
+a limb, cropped or head-and-neck field of view, the brain rule only where a skull is seen;
+the liver must lie on the patient's right and reach the lung bases (or, without lungs, the
+cranial end of the field); urine must lie below the lungs, either within 60 mm of the body's
+left-right centre and not behind it (bladder) or 30..130 mm beside it and not in front
+(renal pelvis). The heart rule places itself between the lungs.
+
+A tumour touching an organ is separated from it (:mod:`quant.candidates`): the organ's own
+voxels (:func:`organ_part`) are removed and what is left is judged again.
+
 Known gaps: gallbladder, kidney parenchyma without hot urine, and bowel without gas are not
-recognised; a tumour that merges with an excluded organ in one candidate region is excluded
-with it.
+recognised; a tumour with the CT number of the organ it touches is not separated.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ ORGAN_MIN_FRACTION = 0.5
 BOWEL_GAS_MIN_ML = 0.2
 HEART_MIN_ML = 50.0
 HEART_MIDLINE_MM = 40.0
+URINE_MIDLINE_MM = 60.0
+KIDNEY_LATERAL_MM = (30.0, 130.0)
 
 
 def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
@@ -112,6 +123,8 @@ class Anatomy:
     body_centre_mm: tuple[float, float]
     voxel_ml: float
     index_to_mm: np.ndarray
+    fov: str = "trunk"
+    """Field of view (:data:`quant.landmarks.FOV_KINDS`): where organ rules may fire."""
 
 
 def _affine(image: sitk.Image) -> np.ndarray:
@@ -210,6 +223,54 @@ def _is_heart(component: np.ndarray, volume_ml: float, anatomy: Anatomy) -> bool
     return abs(x - cx) <= HEART_MIDLINE_MM and y < cy  # LPS: y grows towards the back
 
 
+def _centre_mm(component: np.ndarray, anatomy: Anatomy) -> np.ndarray:
+    return _to_mm(anatomy.index_to_mm, np.argwhere(component).mean(axis=0)[np.newaxis, :])[0]
+
+
+def organ_placed(organ: str, component: np.ndarray, anatomy: Anatomy) -> bool:
+    """Whether ``organ`` can be where ``component`` lies (the anatomical gates)."""
+    if organ == "brain":
+        return anatomy.fov in ("head_neck", "trunk")
+    if anatomy.fov not in ("thorax", "trunk", "abdomen_pelvis"):
+        return False  # limb, cropped field or head and neck: no trunk organ can be there
+    x, y, _ = _centre_mm(component, anatomy)
+    cx, cy = anatomy.body_centre_mm
+    slices = np.flatnonzero(component.any(axis=(1, 2)))
+    if organ == "liver":
+        # under the right hemidiaphragm: patient right, reaching the lung bases or, without
+        # lungs in the field, the cranial end of the field
+        if x > cx:
+            return False
+        if anatomy.lung_slices is None:
+            return bool(slices[-1] >= component.shape[0] - 1)
+        return bool(slices[-1] >= anatomy.lung_slices[0] - 1)
+    if organ == "urine":
+        # bladder in the pelvic midline below the lungs, or a renal pelvis paravertebral
+        below_lungs = anatomy.lung_slices is None or slices[0] < anatomy.lung_slices[0]
+        bladder = abs(x - cx) <= URINE_MIDLINE_MM and y < cy + URINE_MIDLINE_MM
+        kidney = KIDNEY_LATERAL_MM[0] <= abs(x - cx) <= KIDNEY_LATERAL_MM[1] and y > cy - 20.0
+        return below_lungs and (bladder or kidney)
+    return True
+
+
+def organ_part(reason: str, component: np.ndarray, anatomy: Anatomy) -> np.ndarray | None:
+    """The voxels of ``component`` that are the organ itself, for separating a tumour.
+
+    Liver: 45..80 HU; urine: fluid (-10..25 HU); brain: enclosed by the skull. Heart and bowel
+    have no CT window of their own (None: the whole candidate is the organ).
+    """
+    if reason == "liver":
+        window = (anatomy.hu >= LIVER_HU[0]) & (anatomy.hu <= LIVER_HU[1])
+    elif reason.startswith("urine"):
+        window = (anatomy.hu >= FLUID_HU[0]) & (anatomy.hu <= FLUID_HU[1])
+    elif reason == "brain":
+        window = anatomy.enclosed
+    else:
+        return None
+    out: np.ndarray = component & window
+    return out
+
+
 def physiological_reason(
     component: np.ndarray,
     suv: np.ndarray,
@@ -229,6 +290,7 @@ def physiological_reason(
     organs
         The rules to apply, a subset of :data:`ORGANS` (the tracer's profile says which).
     """
+    organs = tuple(o for o in organs if organ_placed(o, component, anatomy))
     values = anatomy.hu[component]
     volume = int(component.sum()) * anatomy.voxel_ml
     large = volume >= ORGAN_MIN_VOLUME_ML

@@ -13,11 +13,13 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from quant.candidates import Detection
 from quant.errors import QuantificationError
 from quant.figures import lesion_figures
-from quant.provenance import method_record
-from quant.results import LesionResult, StudyResult
-from quant.segmentation import detect_lesions, muscle_reference
+from quant.landmarks import landmarks_from_ct
+from quant.provenance import detection_method, method_record
+from quant.results import ExcludedCandidate, LesionResult, StudyResult
+from quant.segmentation import detect, muscle_reference
 from quant.settings import QuantSettings
 from quant.supplied_contours import supplied_tumour_masks
 from quant.tracers import identify_tracer
@@ -111,17 +113,26 @@ def quantify(
     spacing = tuple(float(s) for s in volume.suv.GetSpacing())
     voxel_ml = float(np.prod(spacing)) / 1000.0
 
-    muscle = muscle_reference(volume.suv, ct_on_pet, resolved)
+    marks = landmarks_from_ct(ct_on_pet) if ct_on_pet is not None else None
+    muscle = muscle_reference(volume.suv, ct_on_pet, resolved, marks=marks)
     if not np.isfinite(muscle.suv_mean) or muscle.suv_mean <= 0:
         raise QuantificationError(
             "the muscle reference has no positive uptake: check the PET units and dose"
         )
 
     supplied = supplied_tumour_masks(structures, volume.suv, volume.frame_of_reference_uid, pattern)
+    found: Detection | None = None
     if supplied:
         source, regions = "contour", supplied
     else:
-        masks = detect_lesions(volume.suv, muscle.suv_mean, resolved, ct_hu_on_pet=ct_on_pet)
+        masks, found = detect(
+            volume.suv,
+            muscle.suv_mean,
+            resolved,
+            ct_hu_on_pet=ct_on_pet,
+            muscle_suv_sd=muscle.suv_sd,
+            marks=marks,
+        )
         source, regions = "detected", [("", mask) for mask in masks]
     # made only now: the segmentation steps above hold float64 copies of their own
     suv_array = sitk.GetArrayViewFromImage(volume.suv).astype(np.float64)
@@ -143,6 +154,10 @@ def quantify(
             lesion.label = f"Lesion {number}"
         lesion.centroid_mm = centroid_mm(lesion.mask, volume.suv)
 
+    excluded = _excluded(found, suv_array, volume.suv, voxel_ml)
+    method = method_record(settings, resolved, tracer, source, pattern, muscle.location)
+    if found is not None:
+        method.update(detection_method(found, marks.fov if marks is not None else None))
     result = StudyResult(
         study_instance_uid=volume.study_instance_uid,
         pet_series_instance_uid=volume.series_instance_uid,
@@ -153,10 +168,40 @@ def quantify(
         muscle=muscle,
         lesions=lesions,
         voxel_volume_ml=voxel_ml,
-        method=method_record(settings, resolved, tracer, source, pattern, muscle.location),
-        warnings=list(volume.facts.warnings),
+        method=method,
+        warnings=list(volume.facts.warnings) + list(muscle.warnings),
         patient_id=str(pet[0].get("PatientID", "") or ""),
         issuer_of_patient_id=str(pet[0].get("IssuerOfPatientID", "") or ""),
         frame_of_reference_uid=volume.frame_of_reference_uid,
+        excluded=excluded,
     )
     return QuantifiedStudy(result=result, pet=volume, ct_on_pet=ct_on_pet)
+
+
+def _excluded(
+    found: Detection | None, suv: np.ndarray, grid: sitk.Image, voxel_ml: float
+) -> list[ExcludedCandidate]:
+    """The detector's excluded candidates as result records, highest SUVmax first."""
+    if found is None:
+        return []
+    out = []
+    for reason, mask in found.excluded:
+        if not mask.any():
+            continue
+        flat = np.flatnonzero(mask)
+        peak = flat[int(np.argmax(suv.ravel()[flat]))]
+        k, j, i = (int(v) for v in np.unravel_index(peak, mask.shape))
+        out.append(
+            ExcludedCandidate(
+                reason=reason,
+                suv_max=float(suv.ravel()[peak]),
+                volume_ml=float(flat.size) * voxel_ml,
+                mask=mask,
+                max_index=(k, j, i),
+                centroid_mm=centroid_mm(mask, grid),
+            )
+        )
+    out.sort(key=lambda cand: cand.suv_max, reverse=True)
+    for number, cand in enumerate(out, start=1):
+        cand.label = f"Excluded {number}"
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from quant.candidates import Detection
 from quant.figures import PEAK_SPHERE_DIAMETER_MM
 from quant.settings import QuantSettings
 from quant.tracers import TracerProfile
@@ -82,7 +83,10 @@ def method_record(
     out: dict[str, Any] = {
         "tumour_source": source,
         "lesions": lesions,
-        "muscle": f"automatic: CT {lo:g}..{hi:g} HU, eroded 5 mm, lowest-uptake soft tissue",
+        "muscle": (
+            f"automatic: CT {lo:g}..{hi:g} HU, eroded 5 mm, within 30 mm of bone, "
+            "low-uptake mode of the smoothed SUV (voxel level)"
+        ),
         "muscle_location": muscle_location,
         "tracer_profile": tracer.name,
         "hypoxic_thresholds": list(resolved.hypoxic_thresholds or ()),
@@ -107,3 +111,26 @@ def method_record(
         if resolved.delineation == "percent_of_max":
             out["delineation_fraction_of_max"] = resolved.delineation_fraction_of_max
     return out
+
+
+def detection_method(found: Detection, fov: str | None) -> dict[str, Any]:
+    """Method entries of an automatic detection: field of view, organ rules, noise floor.
+
+    Parameters
+    ----------
+    found
+        The detector's record (:class:`quant.candidates.Detection`).
+    fov
+        Field of view from the CT landmarks (:data:`quant.landmarks.FOV_KINDS`), None: no CT.
+    """
+    if fov is None:
+        rules = "none (no CT)"
+    else:
+        rules = ", ".join(found.organ_rules) or f"none (no such organ in a {fov} field of view)"
+    return {
+        "field_of_view": fov or "unknown (no CT)",
+        "organ_rules_applied": rules,
+        "noise_floor_suv": found.noise_floor,
+        "excluded_candidates": len(found.excluded),
+        "small_candidates_ignored": found.small_ignored,
+    }

@@ -109,6 +109,10 @@ class MuscleResult:
     mask: np.ndarray
     location: str
     """Where it was placed, for a person, e.g. ``"thigh muscle, slices 12-20"``."""
+    hu_mean: float | None = None
+    """Mean CT number (HU) of the region, None when no CT was used."""
+    warnings: list[str] = field(default_factory=list)
+    """Why the reference may not be credible (small, inhomogeneous, atypical CT number)."""
 
     def to_json(self) -> dict[str, Any]:
         """The muscle entry of the ``quantify --json`` output."""
@@ -117,6 +121,7 @@ class MuscleResult:
             "suv_sd": self.suv_sd,
             "volume_ml": self.volume_ml,
             "location": self.location,
+            "hu_mean": self.hu_mean,
         }
 
 

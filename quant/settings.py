@@ -100,6 +100,9 @@ class QuantSettings:
     excluded_organs
         Physiological uptake excluded from detection (names of
         :data:`quant.physiology.ORGANS`); None: the tracer profile's list.
+    lesion_noise_sds
+        Noise floor ``k``: a candidate's SUVmax must exceed muscle SUVmean + k x muscle SD;
+        None: the tracer profile's value (:attr:`quant.tracers.TracerProfile.lesion_noise_sds`).
     tracers
         Per-tracer overrides, by profile name (``"64Cu-ATSM"``, ``"18F-FMISO"``, ...,
         ``"unknown"``).
@@ -116,6 +119,7 @@ class QuantSettings:
     search_z_range_mm: tuple[float, float] | None = None
     search_region: str | None = None
     excluded_organs: tuple[str, ...] | None = None
+    lesion_noise_sds: float | None = None
     tracers: Mapping[str, TracerOverrides] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -154,6 +158,7 @@ class QuantSettings:
             ),
             delineation=_first(over.delineation, self.delineation, profile.delineation),
             excluded_organs=_first(self.excluded_organs, profile.excluded_organs),
+            lesion_noise_sds=_first(self.lesion_noise_sds, profile.lesion_noise_sds),
             delineation_fraction_of_max=_first(
                 over.delineation_fraction_of_max, self.delineation_fraction_of_max
             ),

@@ -46,6 +46,12 @@ class TracerProfile:
         Default lesion delineation method (see :data:`quant.settings.DELINEATION_METHODS`).
     excluded_organs
         Physiological uptake the automatic detection excludes (see :mod:`quant.physiology`).
+    lesion_noise_sds
+        ``k`` of the noise floor: a candidate's SUVmax must exceed muscle SUVmean + k x muscle
+        SD (voxel SD of the reference) as well as the T/M threshold. 5 for every profile: the
+        largest of ~10^5-10^6 Gaussian noise voxels lies near 4.5-5 SD, so a homogeneous
+        muscle with noise yields no lesion, while a tumour at T/M 1.5 still passes with muscle
+        noise up to 10 % (CV).
     """
 
     name: str
@@ -56,6 +62,7 @@ class TracerProfile:
     uptake_window_s: tuple[float, float] | None
     delineation: str = "percent_of_max"
     excluded_organs: tuple[str, ...] = ("liver", "urine", "brain", "bowel")
+    lesion_noise_sds: float = 5.0
 
 
 def _profile(

@@ -1,0 +1,168 @@
+"""Lesion candidates: every region above the detection threshold is reported or excluded.
+
+Nothing hot is dropped silently. Each 26-connected region of voxels above
+``lesion_tm_threshold x muscle SUVmean`` of at least ``lesion_min_volume_ml`` ends as one of:
+
+- an excluded candidate "below the noise floor": its SUVpeak (mean of the hottest 1.2 cm
+  sphere, :func:`quant.figures.suv_peak`) is not above
+  ``muscle SUVmean + lesion_noise_sds x muscle SD`` (voxel SD; the per-tracer ``k`` of
+  :data:`quant.tracers.PROFILES`). SUVpeak, not SUVmax: a single noisy voxel, or a speck of
+  a few voxels, is averaged out over 1 cm3 while a lesion of that size keeps its uptake; a
+  homogeneous muscle with noise yields no lesion;
+- an excluded organ (:mod:`quant.physiology`, rules placed by anatomy). Before it is
+  excluded, the organ's own voxels (its CT window, :func:`quant.physiology.organ_part`) and one
+  voxel round them are removed; each remaining part of at least the minimum volume whose
+  SUVmax is not on the organ's border (spill-out of the organ falls off away from it, a
+  tumour has its own maximum) is judged again as a candidate of its own, without that organ's
+  rule: a tumour touching the bladder or the liver is separated, not thrown away with it;
+- an excluded candidate "outside the search region" (``search_z_range_mm``/``search_region``);
+- a lesion, delineated by :func:`quant.segmentation.delineate`.
+
+Regions smaller than the minimum volume are counted, not listed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk  # noqa: N813 (the conventional name)
+
+from quant.figures import suv_peak
+from quant.physiology import Anatomy, organ_part, organ_placed, physiological_reason
+
+ORGAN_OF_REASON = {"liver": "liver", "urine": "urine", "brain": "brain", "bowel": "bowel",
+                   "heart": "heart"}
+
+
+@dataclass
+class Detection:
+    """What the detector found: lesion regions, excluded regions with reasons, the rules."""
+
+    regions: list[np.ndarray] = field(default_factory=list)
+    """Candidate regions to delineate as lesions."""
+    excluded: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    """(reason, region) of each excluded candidate."""
+    organ_rules: tuple[str, ...] = ()
+    """Organ rules that could fire in this field of view."""
+    noise_floor: float | None = None
+    small_ignored: int = 0
+
+
+def labels_of(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected component labels (1..n) of ``mask`` and their count."""
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    labels = sitk.GetArrayFromImage(image)
+    return labels, int(labels.max())
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    image = sitk.BinaryDilate(sitk.GetImageFromArray(mask.astype(np.uint8)), [1, 1, 1])
+    out: np.ndarray = sitk.GetArrayFromImage(image).astype(bool)
+    return out
+
+
+def _organ_name(reason: str) -> str:
+    return ORGAN_OF_REASON.get(reason.split(" ")[0], reason)
+
+
+def separate(
+    region: np.ndarray, part: np.ndarray, suv: np.ndarray, min_voxels: float
+) -> list[np.ndarray]:
+    """Parts of ``region`` beyond ``part`` (and one voxel round it) that hold a maximum of
+    their own (not on the border of ``part``), of at least ``min_voxels``."""
+    organ = _dilate(part) & region
+    border = _dilate(organ)
+    labels, n = labels_of(region & ~organ)
+    out = []
+    for lab in range(1, n + 1):
+        piece = labels == lab
+        if piece.sum() < min_voxels:
+            continue
+        flat = np.flatnonzero(piece)
+        peak = flat[int(np.argmax(suv.ravel()[flat]))]
+        if not border.ravel()[peak]:
+            out.append(piece)
+    return out
+
+
+def find_candidates(
+    suv: np.ndarray,
+    level: float,
+    min_voxels: float,
+    organs: tuple[str, ...],
+    *,
+    anatomy: Anatomy | None,
+    allowed: np.ndarray | None,
+    noise_floor: float | None,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> Detection:
+    """Sort the regions above ``level`` into lesion regions and excluded candidates.
+
+    Parameters
+    ----------
+    suv
+        SUV ``[slice, row, col]``.
+    level
+        Detection threshold (SUV): T/M threshold x muscle SUVmean.
+    min_voxels
+        Minimum region size in voxels.
+    organs
+        Organ rules of the tracer profile (:data:`quant.physiology.ORGANS`).
+    anatomy
+        CT context of the organ rules; None: no organ rule (no CT).
+    allowed
+        Voxels the search may report (None: all).
+    noise_floor
+        SUV a region's SUVpeak must exceed (None: no noise test).
+    spacing
+        Voxel spacing (x, y, z) mm, for SUVpeak.
+    """
+    out = Detection(noise_floor=noise_floor)
+    if anatomy is not None:
+        whole = np.ones(suv.shape, dtype=bool)
+        out.organ_rules = tuple(o for o in organs if _placed_anywhere(o, whole, anatomy))
+    labels, n = labels_of(suv > level)
+    if n == 0:
+        return out
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    out.small_ignored = int(np.sum(counts[1:] < min_voxels))
+    queue: deque[tuple[np.ndarray, tuple[str, ...]]] = deque(
+        (labels == lab, organs) for lab in range(1, n + 1) if counts[lab] >= min_voxels
+    )
+    del labels
+    while queue:
+        region, rules = queue.popleft()
+        if noise_floor is not None and suv_peak(suv, region, spacing) <= noise_floor:
+            out.excluded.append((f"below the noise floor (SUVpeak <= {noise_floor:.2f})", region))
+            continue
+        reason = physiological_reason(region, suv, anatomy, rules) if anatomy else None
+        if reason is not None:
+            assert anatomy is not None
+            part = organ_part(reason, region, anatomy)
+            pieces = separate(region, part, suv, min_voxels) if part is not None else []
+            remaining = tuple(r for r in rules if r != _organ_name(reason))
+            organ = region.copy()
+            for piece in pieces:
+                organ &= ~piece
+                queue.append((piece, remaining))
+            out.excluded.append((reason, organ))
+            continue
+        if allowed is not None:
+            inside = region & allowed
+            if inside.sum() < min_voxels:
+                out.excluded.append(("outside the search region", region))
+                continue
+            region = inside
+        out.regions.append(region)
+    return out
+
+
+def _placed_anywhere(organ: str, whole: np.ndarray, anatomy: Anatomy) -> bool:
+    """Whether the field of view allows ``organ``'s rule at all (for the method text)."""
+    if organ == "brain":
+        return organ_placed(organ, whole, anatomy)
+    if organ == "heart":
+        return anatomy.fov in ("thorax", "trunk")
+    return anatomy.fov in ("thorax", "trunk", "abdomen_pelvis")
