@@ -35,6 +35,10 @@ HYPOXIC_SUBVOLUME = _private("HYPSUBVOL", "Hypoxic tumour sub-volume")
 HYPOXIC_METHOD = _private("HYPTM", "Tumour-to-muscle ratio threshold")
 """Method of a hypoxic sub-volume: voxels with SUV >= threshold x muscle SUVmean."""
 NO_LESION_FOUND = _private("NOLESION", "No lesion found")
+SUVMAX_LOCATION = _private("SUVMAXLOC", "Location of SUVmax")
+"""Concept name of the SCOORD POINT at a region's SUVmax voxel (anchors the group in a viewer)."""
+EXCLUDED_CANDIDATE = _private("EXCLUDED", "Candidate lesion not reported")
+"""A hot region the detection found and excluded (physiological uptake, too small, ...)."""
 FAZA_F18 = _private("FAZA", "Fluoroazomycin arabinoside F^18^")
 HX4_F18 = _private("HX4", "Flortanidazole F^18^")
 

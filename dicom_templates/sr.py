@@ -1,19 +1,21 @@
 """TID 1500 Measurement Report of a quantification, as a Comprehensive 3D SR.
 
-Document tree (groups in this order inside "Imaging Measurements"):
+Document tree (all measurement groups TID 1411, in this order inside "Imaging Measurements"):
 
-1. muscle reference (TID 1411, segment 1): SUVmean, SUV SD, volume and the
+1. muscle reference (segment 1): SUVmean, SUV SD, volume and the
    "Background for Lesion to Background SUV Ratio" (DCM 126040);
-2. per lesion (TID 1411): SUVmax / SUVmean / SUVpeak (DCM 12640x with derivation Maximum,
-   Mean, Peak Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation);
-3. per lesion and threshold: hypoxic Volume, hypoxic fraction (private code) and the threshold
-   (DCM 122411), TID 1411 on the hypoxic segment, or TID 1501 if the sub-volume is empty;
-4. acquisition and method (TID 1501): tracer, nuclide, uptake time, SUV type, method;
-5. with a prior scan of the subject, the comparison groups of
+2. per lesion: SUVmax / SUVmean / SUVpeak (DCM 12640x with derivation Maximum, Mean, Peak
+   Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation), a SCOORD
+   POINT at the SUVmax voxel, and a text for each hypoxic sub-volume with no voxel;
+3. per lesion and threshold with voxels: hypoxic Volume, hypoxic fraction (private code) and
+   the threshold (DCM 122411), on the hypoxic segment;
+4. with a prior scan of the subject, the comparison groups of
    :mod:`dicom_templates.sr_comparison` (pair kind, prior values, changes, RC decisions).
 
-After it, a "Qualitative Evaluations" container holds the "No lesion found" finding and each
-warning as TEXT. The summary Secondary Capture, when given, is the report's Image Library.
+After it, a "Qualitative Evaluations" container holds the tracer and nuclide (CODE), the
+acquisition and method facts, the "No lesion found" finding, each excluded candidate and each
+warning (TEXT). The Image Library lists the PET slices the SCOORDs select from; the summary
+Secondary Capture is in the evidence.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def _observation_context(manufacturer: str, version: str) -> hd.sr.ObservationCo
 
 def _groups(
     result: StudyResult,
+    sources: Sequence[Dataset],
     seg: Dataset,
     sop_instance_uid: str,
     version: str,
@@ -61,32 +64,41 @@ def _groups(
         )
     ]
     lesions = ordered_lesions(result)
+    hypoxic_groups: list[sr_groups.Group] = []
     for i, lesion in enumerate(lesions, start=1):
-        groups.append(
-            sr_groups.lesion_group(
-                i,
-                lesion,
-                result.suv_type,
-                seg,
-                numbers[("lesion", i, None)],
-                muscle_info,
-                pet_series,
-                version,
-            )
+        group = sr_groups.lesion_group(
+            i,
+            lesion,
+            result.suv_type,
+            seg,
+            numbers[("lesion", i, None)],
+            muscle_info,
+            pet_series,
+            version,
+            pet_at_max=sources[lesion.max_index[0]],
         )
-    for i, lesion in enumerate(lesions, start=1):
+        groups.append(group)
         for sub in lesion.hypoxic:
             info = numbers.get(("hypoxic", i, float(sub.threshold)))
-            tracking_uid = derive_uid(sop_instance_uid, "hypoxic", str(i), f"{sub.threshold:g}")
-            groups.append(
-                sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version, tracking_uid)
-            )
-    groups.append(sr_groups.context_group(result, derive_uid(sop_instance_uid, "context"), version))
+            if info is None:
+                sr_groups.add_empty_hypoxic(group, i, sub)
+            else:
+                hypoxic_groups.append(
+                    sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version)
+                )
+    groups += hypoxic_groups
     if comparison is not None:
         groups += sr_comparison.comparison_groups(
             comparison, result.suv_type, sop_instance_uid, version
         )
     return groups
+
+
+def library_images(result: StudyResult, sources: Sequence[Dataset]) -> list[Dataset]:
+    """The PET instances of the Image Library: the slices of the lesions' SUVmax points (which
+    the report's SCOORDs select from), or the first PET instance when there is no lesion."""
+    slices = sorted({lesion.max_index[0] for lesion in result.lesions}) or [0]
+    return [sources[i] for i in slices]
 
 
 def build_sr(
@@ -117,7 +129,8 @@ def build_sr(
     series_instance_uid, sop_instance_uid, series_number, instance_number
         Identity of the new instance.
     summary
-        The rendered summary Secondary Capture, referenced from the report's Image Library.
+        The rendered summary Secondary Capture, listed in the evidence (the Image Library
+        lists PET images only: TID 1602 allows the modalities of CID 29, not OT).
     manufacturer
         Manufacturer of the SR and of the observer device.
     software_version
@@ -153,8 +166,8 @@ def build_sr(
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(manufacturer, version),
         procedure_reported=codes.PROCEDURE_PET,
-        imaging_measurements=_groups(result, seg, sop_instance_uid, version, comparison),
-        referenced_images=[summary] if summary is not None else None,
+        imaging_measurements=_groups(result, sources, seg, sop_instance_uid, version, comparison),
+        referenced_images=library_images(result, sources),
     )
     evaluations = sr_groups.report_evaluations(result, result.warnings)
     if previous_report is not None:

@@ -57,3 +57,47 @@ def dsrdump_text(path: Path) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"dsrdump failed on {path}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+PIXELMED_JARS = ("/usr/share/java/pixelmed.jar",)
+# PixelMed's compiled XSLT exceeds the JDK's default XPath operator limits.
+_JAVA_XML_LIMITS = (
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+)
+
+
+def pixelmed_lines(path: Path, validator: str) -> list[str]:
+    """PixelMed validator report on ``path`` (Debian ``libpixelmed-java``).
+
+    Parameters
+    ----------
+    path
+        A DICOM Part 10 file.
+    validator
+        ``"DicomSRValidator"`` (SR templates and IOD) or ``"DicomInstanceValidator"`` (IOD).
+
+    Returns
+    -------
+    list of str
+        The non-empty lines it prints.
+
+    Raises
+    ------
+    RuntimeError
+        If the validator did not run to completion (no "validation complete" line).
+    """
+    proc = _run([
+        "java", *_JAVA_XML_LIMITS, "-cp", ":".join(PIXELMED_JARS),
+        f"com.pixelmed.validate.{validator}", str(path),
+    ])
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    if not any("validation complete" in line.lower() for line in lines):
+        raise RuntimeError(f"PixelMed {validator} did not complete on {path}: {lines[-5:]}")
+    return lines
+
+
+def pixelmed_errors(path: Path, validator: str) -> list[str]:
+    """Lines of PixelMed's ``validator`` report on ``path`` that start with ``Error``."""
+    return [line for line in pixelmed_lines(path, validator) if line.startswith("Error")]

@@ -9,14 +9,15 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_templates import codes
-from dicom_templates.seg import build_seg, segment_numbers
+from dicom_templates.seg import build_seg, ordered_lesions, segment_numbers
 from dicom_templates.sr import build_sr
 from dicom_templates.summary import build_summary
 from dicom_templates.uids import derive_uid
-from quant.results import StudyResult
+from quant.results import ExcludedCandidate, StudyResult
 from tests.dicom_fixtures import SPACING_MM, make_pet_series, make_result, phantom_suv
 from tests.dicomcheck import dciodvfy_errors, dsrdump_text
 
@@ -207,7 +208,14 @@ def test_every_figure_of_the_json_is_in_the_report(tmp_path: Path) -> None:
         for sub in lesion["hypoxic"]:
             label = f"Lesion {i} hypoxic T/M>={sub['threshold']:g}"
             info = numbers.get(("hypoxic", i, sub["threshold"]))
-            expected_segment = info.number if info is not None else None
+            if info is None:  # no voxel: a text in the lesion's group, no figures
+                assert not any(f.group == label for f in figures)
+                assert any(
+                    text.startswith(f"{label}: no voxel reaches the threshold")
+                    for text in _texts(read)
+                )
+                continue
+            expected_segment = info.number
             for concept, unit, key in [
                 (("118565006", "SCT"), "ml", "volume_ml"),
                 ((codes.HYPOXIC_FRACTION.value, codes.PRIVATE_SCHEME), "{ratio}", "fraction"),
@@ -217,8 +225,10 @@ def test_every_figure_of_the_json_is_in_the_report(tmp_path: Path) -> None:
                 assert (found.unit, found.segment) == (unit, expected_segment)
                 assert found.value == pytest.approx(sub[key], rel=1e-9)
 
-    uptake = _find(figures, "PET acquisition and method", ("130194", "DCM"))
-    assert (uptake.unit, uptake.value) == ("s", pytest.approx(data["suv"]["uptake_time_s"]))
+    assert any(
+        f"({data['suv']['uptake_time_s']:g} s after the start of injection)" in text
+        for text in _texts(read)
+    )
     assert ("422855001", "SCT") in _codes(read)  # 64Cu-ATSM
     assert ("3932008", "SCT") in _codes(read)  # Cu-64
     texts = _texts(read)
@@ -273,7 +283,7 @@ def test_dsrdump_shows_the_measurements(tmp_path: Path) -> None:
         assert expected in text, expected
 
 
-def test_summary_is_in_evidence_and_image_library(tmp_path: Path) -> None:
+def test_summary_is_in_evidence(tmp_path: Path) -> None:
     result = make_result(n_lesions=1)
     _, _, sr, summary = _objects(result, with_summary=True)
     read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
@@ -344,3 +354,98 @@ def test_superseding_report_names_its_predecessor(tmp_path: Path) -> None:
     )
     assert dciodvfy_errors(_write(no_warning, tmp_path / "sr3.dcm")) == []
     assert "PredecessorDocumentsSequence" not in no_warning
+
+
+def _items(items: Any) -> list[Dataset]:
+    out: list[Dataset] = []
+    for item in items:
+        out.append(item)
+        if "ContentSequence" in item:
+            out += _items(item.ContentSequence)
+    return out
+
+
+def _concept(item: Dataset) -> tuple[str, str]:
+    name = item.ConceptNameCodeSequence[0]
+    return (str(name.CodeValue), str(name.CodingSchemeDesignator))
+
+
+def test_image_library_lists_the_pet_slice_of_each_suvmax(tmp_path: Path) -> None:
+    result = make_result(n_lesions=2)
+    pet, _, sr, _ = _objects(result, with_summary=True)
+    read = dcmread(_write(sr, tmp_path / "sr.dcm"))
+    library = [i for i in _items(read.ContentSequence) if _concept(i) == ("111028", "DCM")]
+    assert len(library) == 1
+    images = [i for i in _items(library[0].ContentSequence) if i.ValueType == "IMAGE"]
+    listed = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in images}
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in pet}
+    wanted = {result.pet_sop_instance_uids[les.max_index[0]] for les in result.lesions}
+    assert listed == wanted
+    assert {by_uid[uid].Modality for uid in listed} == {"PT"}
+
+
+def test_each_lesion_group_has_a_point_at_its_suvmax(tmp_path: Path) -> None:
+    result = make_result(n_lesions=2)
+    _, _, sr, _ = _objects(result)
+    read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
+    groups = {
+        str(g.tracking_identifier): g
+        for g in _report(read).get_volumetric_roi_measurement_groups()
+    }
+    numbers = segment_numbers(result)
+    for i, lesion in enumerate(ordered_lesions(result), start=1):
+        group = groups[numbers[("lesion", i, None)].label]
+        points = [item for item in group[0].ContentSequence if item.ValueType == "SCOORD"]
+        assert len(points) == 1
+        point = points[0]
+        assert _concept(point) == (codes.SUVMAX_LOCATION.value, codes.PRIVATE_SCHEME)
+        assert point.GraphicType == "POINT"
+        _, row, column = lesion.max_index
+        assert [float(v) for v in point.GraphicData] == [column + 0.5, row + 0.5]
+        source = point.ContentSequence[0]
+        assert source.RelationshipType == "SELECTED FROM"
+        assert (
+            source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            == result.pet_sop_instance_uids[lesion.max_index[0]]
+        )
+
+
+def test_measurement_method_is_a_concept_modifier(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    _, _, sr, _ = _objects(result)
+    read = dcmread(_write(sr, tmp_path / "sr.dcm"))
+    methods = [i for i in _items(read.ContentSequence) if _concept(i) == ("370129005", "SCT")]
+    assert methods
+    assert {m.RelationshipType for m in methods} == {"HAS CONCEPT MOD"}
+
+
+def test_excluded_candidates_are_listed_for_the_reader(tmp_path: Path) -> None:
+    result = make_result(n_lesions=1)
+    result.excluded.append(
+        ExcludedCandidate(
+            reason="bladder (urine in the pelvic midline)",
+            suv_max=23.456,
+            volume_ml=250.0,
+            mask=np.zeros((1, 1, 1), dtype=bool),
+            centroid_mm=(1.0, -20.4, -700.6),
+            label="Excluded 1",
+        )
+    )
+    _, _, sr, _ = _objects(result)
+    path = _write(sr, tmp_path / "sr.dcm")
+    assert dciodvfy_errors(path) == []
+    read = dcmread(path)
+    evaluations = [
+        i for i in read.ContentSequence
+        if _concept(i) == (codes.QUALITATIVE_EVALUATIONS.value, "UMLS")
+    ]
+    assert len(evaluations) == 1
+    texts = [
+        str(i.TextValue) for i in evaluations[0].ContentSequence
+        if i.ValueType == "TEXT"
+        and _concept(i) == (codes.EXCLUDED_CANDIDATE.value, codes.PRIVATE_SCHEME)
+    ]
+    assert texts == [
+        "Excluded 1: not reported as a lesion: bladder (urine in the pelvic midline)"
+        " (SUVmax 23.46, 250.0 ml, centre (1, -20, -701) mm LPS)"
+    ]

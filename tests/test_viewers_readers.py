@@ -1,0 +1,118 @@
+"""The node's SEG, SR and SC read by the readers other sites use, not only dciodvfy.
+
+* PixelMed (Debian ``libpixelmed-java``): ``DicomSRValidator`` checks the SR against TID 1500
+  and its sub-templates, ``DicomInstanceValidator`` the SEG against its IOD;
+* dcmqi (PyPI ``dcmqi``, the converters of 3D Slicer's QuantitativeReporting):
+  ``segimage2itkimage`` writes every segment as an image, ``tid1500reader`` the report as JSON.
+
+The objects come from a synthetic study through the service's own code path
+(:mod:`tests.viewers.objects`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from dicom_templates.seg import segment_numbers
+from tests.dicomcheck import dciodvfy_errors, pixelmed_errors, pixelmed_lines
+from tests.sr_reading import measurement_groups
+from tests.viewers.objects import WrittenStudy, write_quantified_study
+
+VOLUME = ("SCT", "118565006")
+# General Series Laterality is Type 2C, "required if the body part examined is a paired
+# structure" (PS3.3 C.7.3.1). PixelMed cannot tell and asks for it whenever Image/Frame
+# Laterality are absent; for whole-body PET it must be absent (dciodvfy: an empty one is an
+# error). The only PixelMed line tolerated, named here so any other error fails.
+PIXELMED_LATERALITY = "Error: GeneralSeriesModule/Laterality/: : Missing conditional attribute"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        raise AssertionError(f"{name} is not installed (make venv installs dcmqi)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> WrittenStudy:
+    return write_quantified_study(tmp_path_factory.mktemp("viewers"))
+
+
+def test_pixelmed_sr_validator_finds_no_error(study: WrittenStudy) -> None:
+    lines = pixelmed_lines(study.sr, "DicomSRValidator")
+    assert "Found Root Template TID_1500 (MeasurementReport)" in lines
+    assert [line for line in lines if line.startswith("Error")] == []
+    assert dciodvfy_errors(study.sr) == []
+
+
+def test_pixelmed_instance_validator_on_the_seg(study: WrittenStudy) -> None:
+    lines = pixelmed_lines(study.seg, "DicomInstanceValidator")
+    assert "Found Segmentation IOD" in lines
+    assert pixelmed_errors(study.seg, "DicomInstanceValidator") in ([], [PIXELMED_LATERALITY])
+    assert dciodvfy_errors(study.seg) == []
+    assert "Laterality" not in pydicom.dcmread(study.seg, stop_before_pixels=True)
+
+
+def test_dciodvfy_on_the_summary(study: WrittenStudy) -> None:
+    # PixelMed 20220618's DicomInstanceValidator has no Secondary Capture IOD ("IOD (SOP
+    # Class) unrecognized"); dciodvfy checks it.
+    assert dciodvfy_errors(study.sc) == []
+
+
+def test_dcmqi_reads_every_segment_with_the_report_volume(
+    study: WrittenStudy, tmp_path: Path
+) -> None:
+    subprocess.run(
+        [_tool("segimage2itkimage"), "--inputDICOM", str(study.seg), "--outputDirectory",
+         str(tmp_path), "--prefix", "seg", "--outputType", "nrrd"],
+        check=True, capture_output=True, timeout=60,
+    )
+    meta = json.loads((tmp_path / "seg-meta.json").read_text())
+    attributes = [a for layer in meta["segmentAttributes"] for a in layer]
+    numbers = {info.number: info for info in segment_numbers(study.quantified.result).values()}
+    assert sorted(a["labelID"] for a in attributes) == sorted(numbers)
+    report_volumes = {}
+    for group in measurement_groups(pydicom.dcmread(study.sr)):
+        if group.segment_numbers:
+            [volume] = group.find(VOLUME)
+            report_volumes[group.segment_numbers[0]] = volume.value
+    assert sorted(report_volumes) == sorted(numbers)
+    for a in attributes:
+        number = int(a["labelID"])
+        assert a["SegmentLabel"] == numbers[number].label
+        assert max(a["recommendedDisplayRGBValue"]) >= 200  # a colour, not near-black
+        image = sitk.ReadImage(str(tmp_path / f"seg-{number}.nrrd"))
+        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
+        ml = voxels * float(np.prod(image.GetSpacing())) / 1000.0
+        assert ml == pytest.approx(report_volumes[number], rel=1e-6), a["SegmentLabel"]
+
+
+def test_dcmqi_tid1500reader_keeps_every_group_and_measurement(
+    study: WrittenStudy, tmp_path: Path
+) -> None:
+    out = tmp_path / "sr.json"
+    subprocess.run(
+        [_tool("tid1500reader"), "--inputDICOM", str(study.sr), "--outputMetadata", str(out)],
+        check=True, capture_output=True, timeout=60,
+    )
+    read = json.loads(out.read_text())
+    ours = measurement_groups(pydicom.dcmread(study.sr))
+    theirs = {m["TrackingIdentifier"]: m for m in read["Measurements"]}
+    assert sorted(theirs) == sorted(g.tracking_identifier for g in ours)
+    for group in ours:
+        items = theirs[group.tracking_identifier]["measurementItems"]
+        assert sorted(float(i["value"]) for i in items) == pytest.approx(
+            sorted(m.value for m in group.measurements), rel=1e-9
+        )
+        assert theirs[group.tracking_identifier]["ReferencedSegment"] == group.segment_numbers[0]
+    # dcmqi lists the referenced instances as its "imageLibrary": the PET the figures are from
+    assert set(study.quantified.result.pet_sop_instance_uids) <= set(read["imageLibrary"])
