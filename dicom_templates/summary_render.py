@@ -25,6 +25,9 @@ TEXT = (235, 235, 235)
 WARNING_TEXT = (255, 190, 60)
 LESION_LINE = palette.LESION.rgb  # the SEG's segment colours too
 MUSCLE_LINE = palette.MUSCLE.rgb
+EXCLUDED_LINE = (170, 170, 170)
+"""Excluded candidates: grey dashed outline, labelled X1, X2, ... with the reason listed."""
+MAX_EXCLUDED_LISTED = 4
 CT_WINDOW_HU = (-800.0, 400.0)
 """Window of the mean-intensity CT projection (a radiograph-like background)."""
 FONT_FILES = (
@@ -202,6 +205,18 @@ def table_lines(result: StudyResult) -> list[tuple[str, tuple[int, int, int], bo
         lines.append(
             (f"... {len(lesions) - MAX_LESIONS_LISTED} more lesions in the SR", TEXT, False)
         )
+    for i, cand in enumerate(result.excluded[:MAX_EXCLUDED_LISTED], start=1):
+        lines.append(
+            (
+                f"X{i} excluded: {cand.reason}; SUVmax {_fmt(cand.suv_max)}, "
+                f"{_fmt(cand.volume_ml, 1)} ml",
+                EXCLUDED_LINE,
+                False,
+            )
+        )
+    if len(result.excluded) > MAX_EXCLUDED_LISTED:
+        more = len(result.excluded) - MAX_EXCLUDED_LISTED
+        lines.append((f"... {more} more excluded candidates in the SR", EXCLUDED_LINE, False))
     for warning in result.warnings:
         lines.append((f"Warning: {warning}", WARNING_TEXT, False))
     return lines
@@ -266,9 +281,11 @@ def render_summary(
     ]
     lesions = ordered_lesions(result)
     contours = [(les.mask, LESION_LINE) for les in lesions] + [(result.muscle.mask, MUSCLE_LINE)]
-    lesion_max = max((les.suv_max for les in lesions), default=0.0)
-    suv_top = lesion_max if lesion_max > 0 else float(np.percentile(suv_array, 99.9))
-    suv_top = max(suv_top, 1e-3)
+    # colour window from the whole study: the hottest reported or excluded region, or a
+    # robust maximum (99.9th percentile) when that is higher: nothing hot shows saturated
+    # beside contours on noise
+    hottest = [les.suv_max for les in lesions] + [cand.suv_max for cand in result.excluded]
+    suv_top = max([*hottest, float(np.percentile(suv_array, 99.9)), 1e-3])
 
     title_font, font, small = load_font(22), load_font(15), load_font(13)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -288,10 +305,18 @@ def render_summary(
     x = MARGIN
     for axis, size, name in ((1, sizes[0], "Coronal MIP"), (2, sizes[1], "Sagittal MIP")):
         panel = fused_panel(suv_array, ct_array_on_pet, axis, size, suv_top, contours, flip_rows)
+        for cand in result.excluded:
+            edge = outline(_resize(_view(cand.mask, axis, "max", flip_rows), size, nearest=True))
+            rows, cols = np.nonzero(edge)
+            dash = ((rows + cols) // 3) % 2 == 0
+            panel[rows[dash], cols[dash]] = EXCLUDED_LINE
         canvas.paste(Image.fromarray(panel), (x, header))
         draw.text((x + 4, header + 4), name, font=small, fill=TEXT)
         labels = [(les.mask, f"L{i}", LESION_LINE) for i, les in enumerate(lesions, start=1)]
         labels.append((result.muscle.mask, "M", MUSCLE_LINE))
+        labels += [
+            (cand.mask, f"X{i}", EXCLUDED_LINE) for i, cand in enumerate(result.excluded, 1)
+        ][:MAX_EXCLUDED_LISTED]
         for mask, label, colour in labels:
             position = _label_position(mask, axis, size, flip_rows)
             if position is not None:

@@ -264,6 +264,19 @@ def _figures(result: dict[str, Any]) -> str:
             for les in lesions
         )
         rows.append(f"<h2>Figures</h2><table id=figures>{header}{body}</table>")
+    excluded = result.get("excluded_candidates") or []
+    if excluded:
+        body = "".join(
+            f"<tr><td>{_e(c.get('label'))}</td><td>{_e(c.get('reason'))}</td>"
+            f"<td class=num>{c['suv_max']:.2f}</td><td class=num>{c['volume_ml']:.1f}</td>"
+            f"<td>{_e(c.get('centroid_mm'))}</td></tr>"
+            for c in excluded
+        )
+        rows.append(
+            "<h2>Excluded candidates</h2><table id=excluded><tr><th>candidate</th>"
+            "<th>reason</th><th>SUVmax</th><th>volume ml</th><th>centre (LPS mm)</th></tr>"
+            f"{body}</table>"
+        )
     if result.get("comparison"):
         rows.append(_comparison(result["comparison"]))
     if result.get("warnings"):
