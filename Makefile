@@ -4,12 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint system-deps venv clean
+.PHONY: demo serve test lint system-deps venv viewers clean
 
 # System tools the tests and demo use as real peers: DCMTK (storescu/echoscu), dicom3tools
-# (dciodvfy), Orthanc (the PACS), Chromium + chromedriver (the status page in a real
-# browser), systemd (systemd-analyze verify of the unit). Installed with apt when running as
-# root and missing.
+# (dciodvfy), Orthanc (the PACS) with its DICOMweb plugin (what OHIF reads), Chromium +
+# chromedriver (the status page and OHIF in a real browser), systemd (systemd-analyze verify
+# of the unit), PixelMed (its SR and IOD validators, with a Java runtime), Node.js + npm (dcmjs
+# and OHIF). Installed with apt when running as root and missing.
 system-deps:
 	@missing=""; \
 	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
@@ -18,6 +19,11 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	test -f /usr/share/java/pixelmed.jar || missing="$$missing libpixelmed-java"; \
+	command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
+	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing:$$missing"; \
@@ -36,6 +42,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# JavaScript readers of tests/test_viewers_*.py: dcmjs from tests/viewers/package-lock.json,
+# and the prebuilt OHIF viewer (the dist/ of the npm package @ohif/app, checked against the
+# registry's integrity in tests/viewers/ohif.integrity; its npm dependencies do not resolve,
+# and the prebuilt bundle needs none of them).
+VIEWERS := tests/viewers
+OHIF_VERSION := 3.13.2
+viewers: system-deps $(VIEWERS)/node_modules/.installed $(VIEWERS)/ohif/index.html
+
+$(VIEWERS)/node_modules/.installed: $(VIEWERS)/package.json $(VIEWERS)/package-lock.json
+	cd $(VIEWERS) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+$(VIEWERS)/ohif/index.html: $(VIEWERS)/ohif.integrity
+	rm -rf $(VIEWERS)/ohif $(VIEWERS)/.ohif-pack && mkdir -p $(VIEWERS)/.ohif-pack
+	cd $(VIEWERS)/.ohif-pack && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null
+	test "$$(openssl dgst -sha512 -binary $(VIEWERS)/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz | base64 -w0)" \
+	  = "$$(sed 's/^sha512-//' $(VIEWERS)/ohif.integrity)"
+	tar xzf $(VIEWERS)/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz -C $(VIEWERS)/.ohif-pack
+	mv $(VIEWERS)/.ohif-pack/package/dist $(VIEWERS)/ohif && rm -rf $(VIEWERS)/.ohif-pack
+
 demo: venv system-deps
 	$(PY) -m service demo
 
@@ -46,11 +72,12 @@ lint: venv
 	$(VENV)/bin/ruff check service quant dicom_templates tests
 	$(VENV)/bin/mypy
 
-test: venv system-deps lint
+test: venv system-deps viewers lint
 	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/data/_unpacked
+	rm -rf $(VIEWERS)/node_modules $(VIEWERS)/ohif $(VIEWERS)/.ohif-pack
 
 # Throughput, latency and memory side by side with DCMTK storescp and Orthanc (not part of
 # `make test`; ~20 min on 2 cores). BENCH_ARGS=--quick for a < 3 min smoke run; see

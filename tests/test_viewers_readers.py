@@ -2,6 +2,7 @@
 
 * PixelMed (Debian ``libpixelmed-java``): ``DicomSRValidator`` checks the SR against TID 1500
   and its sub-templates, ``DicomInstanceValidator`` the SEG against its IOD;
+* dcmjs (npm, the DICOM library of OHIF): SEG labels, colours, PET series; SR groups;
 * dcmqi (PyPI ``dcmqi``, the converters of 3D Slicer's QuantitativeReporting):
   ``segimage2itkimage`` writes every segment as an image, ``tid1500reader`` the report as JSON.
 
@@ -16,12 +17,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
 
+from dicom_templates import palette
 from dicom_templates.seg import segment_numbers
 from tests.dicomcheck import dciodvfy_errors, pixelmed_errors, pixelmed_lines
 from tests.sr_reading import measurement_groups
@@ -116,3 +119,52 @@ def test_dcmqi_tid1500reader_keeps_every_group_and_measurement(
         assert theirs[group.tracking_identifier]["ReferencedSegment"] == group.segment_numbers[0]
     # dcmqi lists the referenced instances as its "imageLibrary": the PET the figures are from
     assert set(study.quantified.result.pet_sop_instance_uids) <= set(read["imageLibrary"])
+
+
+VIEWERS = Path(__file__).parent / "viewers"
+PALETTE = {"muscle": palette.MUSCLE.rgb, "lesion": palette.LESION.rgb,
+           "hypoxic": palette.HYPOXIC.rgb}
+
+
+def _dcmjs(study: WrittenStudy) -> dict[str, Any]:
+    if not (VIEWERS / "node_modules" / "dcmjs").is_dir():
+        raise AssertionError("dcmjs is not installed (make viewers runs npm ci in tests/viewers)")
+    proc = subprocess.run(
+        ["node", str(VIEWERS / "read_dcmjs.mjs"), str(study.seg), str(study.sr)],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    read: dict[str, Any] = json.loads(proc.stdout)
+    return read
+
+
+def test_dcmjs_reads_the_seg_labels_colours_and_pet_series(study: WrittenStudy) -> None:
+    seg = _dcmjs(study)["seg"]
+    result = study.quantified.result
+    assert seg["referencedSeries"] == [result.pet_series_instance_uid]
+    infos = {info.number: info for info in segment_numbers(result).values()}
+    assert [s["number"] for s in seg["segments"]] == sorted(infos)
+    for segment in seg["segments"]:
+        info = infos[segment["number"]]
+        assert segment["label"] == info.label
+        rgb = segment["rgb"]
+        assert max(rgb) >= 200, rgb  # not the near-black of 0..1 input to from_rgb
+        # dcmjs's CIELab->RGB differs from highdicom's by a few tens: nearest palette colour
+        nearest = min(PALETTE, key=lambda k: sum((a - b) ** 2 for a, b in
+                                                 zip(rgb, PALETTE[k], strict=True)))
+        assert nearest == info.kind, (segment, rgb)
+
+
+def test_dcmjs_reads_the_report_groups_and_points(study: WrittenStudy) -> None:
+    sr = _dcmjs(study)["sr"]
+    assert sr["title"] == "DCM:126000"
+    ours = measurement_groups(pydicom.dcmread(study.sr))
+    theirs = {g["trackingIdentifier"]: g for g in sr["groups"]}
+    assert sorted(theirs) == sorted(g.tracking_identifier for g in ours)
+    for group in ours:
+        values = sorted(m["value"] for m in theirs[group.tracking_identifier]["measurements"])
+        assert values == pytest.approx(sorted(m.value for m in group.measurements), rel=1e-9)
+    result = study.quantified.result
+    for i, lesion in enumerate(sorted(result.lesions, key=lambda x: -x.suv_max), start=1):
+        [point] = theirs[f"Lesion {i}"]["scoords"]
+        assert point["graphicType"] == "POINT"
+        assert point["referencedSOP"] == result.pet_sop_instance_uids[lesion.max_index[0]]
