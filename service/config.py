@@ -82,6 +82,10 @@ class NodeConfig(_Section):
     """IP addresses or networks (CIDR) allowed to associate; empty: any host."""
     min_free_mb: float = Field(default=0.0, ge=0)
     """Free-space floor of ``data_dir``, MB: below it C-STORE answers 0xA700. 0: no floor."""
+    max_memory_mb: float = Field(default=1536.0, ge=512)
+    """Peak memory the node may use, all its processes together, MB: a study whose
+    quantification would need more (estimated from its headers) is refused with the reason
+    (:mod:`service.memory_budget`)."""
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 

@@ -31,6 +31,7 @@ from quant.pipeline import QuantifiedStudy, quantify
 from service.attribute_hygiene import tolerate_malformed, values_not_logged
 from service.config import Config
 from service.follow_up import FollowUpInput, compare_with_prior
+from service.memory_budget import over_budget
 from service.store import InstanceStore
 from service.study_files import read_study
 
@@ -195,6 +196,9 @@ def _process_study(
     started = time.perf_counter()
     try:
         files = read_study(Path(p) for p in paths)
+        too_large = over_budget(files.pet, files.ct, config.node.max_memory_mb)
+        if too_large is not None:  # before any pixel is decoded
+            raise QuantificationError(too_large)
         timings["load_s"] = time.perf_counter() - started
         mark = time.perf_counter()
         quantified = quantify(files.pet, files.ct, files.structures, config.quant.to_settings())
