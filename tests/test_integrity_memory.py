@@ -105,8 +105,8 @@ def test_the_estimate_covers_a_measured_study_and_admits_the_benchmark_studies(
 ) -> None:
     """A study the worker can quantify (PET 256 x 256 x 100 with a 512 x 512 CT of 100
     slices): measured peak under the estimate, and the estimate not far above it. The
-    benchmark's whole-body study (600 CT 512 x 512, 300 PET 200 x 200; worker 0.88 GB
-    measured, README) stays admitted under the default ceiling."""
+    benchmark's whole-body study (600 CT 512 x 512, 300 PET 200 x 200; worker peak 1,024 MB
+    measured, README "Integrity") stays admitted under the default ceiling."""
     from tests.bench.studies import BenchStudySpec, render, study_files, write_copy
 
     spec = BenchStudySpec("budget", ct_slices=100, pet_slices=100, pet_matrix=256,

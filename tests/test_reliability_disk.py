@@ -120,6 +120,7 @@ def test_three_large_instances_at_the_floor_are_refused_before_they_fill_the_dis
         statuses = [dimse_statuses(o.stdout + o.stderr) for o in outputs]
         spooled = [p for p in store.tmp_dir.iterdir() if p.stat().st_size]
         instances = [p for p in store.instances_dir.rglob("*") if p.is_file()]
+    print(f"lowest free {min(lowest) / MB:.1f} MB, floor {floor / MB:.1f} MB")  # pytest -s
     assert statuses == [[OUT_OF_RESOURCES]] * 3, statuses
     assert min(lowest) >= floor - 3 * FLOOR_CHUNK_BYTES, (min(lowest) / MB, floor / MB)
     assert min(lowest) > 0
