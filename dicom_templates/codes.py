@@ -37,6 +37,8 @@ HYPOXIC_METHOD = _private("HYPTM", "Tumour-to-muscle ratio threshold")
 NO_LESION_FOUND = _private("NOLESION", "No lesion found")
 SUVMAX_LOCATION = _private("SUVMAXLOC", "Location of SUVmax")
 """Concept name of the SCOORD POINT at a region's SUVmax voxel (anchors the group in a viewer)."""
+REGION_POINT = _private("REGIONPT", "Point within the region")
+"""Concept name of the SCOORD POINT of a region without a SUVmax of its own (muscle)."""
 EXCLUDED_CANDIDATE = _private("EXCLUDED", "Candidate lesion not reported")
 """A hot region the detection found and excluded (physiological uptake, too small, ...)."""
 FAZA_F18 = _private("FAZA", "Fluoroazomycin arabinoside F^18^")

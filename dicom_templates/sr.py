@@ -3,12 +3,12 @@
 Document tree (all measurement groups TID 1411, in this order inside "Imaging Measurements"):
 
 1. muscle reference (segment 1): SUVmean, SUV SD, volume and the
-   "Background for Lesion to Background SUV Ratio" (DCM 126040);
+   "Background for Lesion to Background SUV Ratio" (DCM 126040), a SCOORD POINT inside it;
 2. per lesion: SUVmax / SUVmean / SUVpeak (DCM 12640x with derivation Maximum, Mean, Peak
    Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation), a SCOORD
    POINT at the SUVmax voxel, and a text for each hypoxic sub-volume with no voxel;
 3. per lesion and threshold with voxels: hypoxic Volume, hypoxic fraction (private code) and
-   the threshold (DCM 122411), on the hypoxic segment;
+   the threshold (DCM 122411), on the hypoxic segment, a SCOORD POINT at the lesion's SUVmax;
 4. with a prior scan of the subject, the comparison groups of
    :mod:`dicom_templates.sr_comparison` (pair kind, prior values, changes, RC decisions).
 
@@ -58,11 +58,12 @@ def _groups(
     numbers = segment_numbers(result)
     pet_series = result.pet_series_instance_uid
     muscle_info = numbers[("muscle", None, None)]
-    groups: list[sr_groups.Group] = [
-        sr_groups.muscle_group(
-            result.muscle, result.suv_type, seg, muscle_info, pet_series, version
-        )
-    ]
+    muscle = sr_groups.muscle_group(
+        result.muscle, result.suv_type, seg, muscle_info, pet_series, version
+    )
+    muscle_point = sr_groups.inner_voxel(result.muscle.mask)
+    sr_groups.anchor(muscle, muscle_point, sources[muscle_point[0]], codes.REGION_POINT)
+    groups: list[sr_groups.Group] = [muscle]
     lesions = ordered_lesions(result)
     hypoxic_groups: list[sr_groups.Group] = []
     for i, lesion in enumerate(lesions, start=1):
@@ -83,9 +84,13 @@ def _groups(
             if info is None:
                 sr_groups.add_empty_hypoxic(group, i, sub)
             else:
-                hypoxic_groups.append(
-                    sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version)
+                hypoxic = sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version)
+                # the lesion's SUVmax voxel lies in each of its non-empty hypoxic sub-volumes
+                sr_groups.anchor(
+                    hypoxic, lesion.max_index, sources[lesion.max_index[0]],
+                    codes.SUVMAX_LOCATION,
                 )
+                hypoxic_groups.append(hypoxic)
     groups += hypoxic_groups
     if comparison is not None:
         groups += sr_comparison.comparison_groups(
@@ -95,9 +100,12 @@ def _groups(
 
 
 def library_images(result: StudyResult, sources: Sequence[Dataset]) -> list[Dataset]:
-    """The PET instances of the Image Library: the slices of the lesions' SUVmax points (which
-    the report's SCOORDs select from), or the first PET instance when there is no lesion."""
-    slices = sorted({lesion.max_index[0] for lesion in result.lesions}) or [0]
+    """The PET instances of the Image Library: the slices the report's SCOORDs select from
+    (each lesion's SUVmax, the muscle reference's inner point)."""
+    slices = sorted(
+        {lesion.max_index[0] for lesion in result.lesions}
+        | {sr_groups.inner_voxel(result.muscle.mask)[0]}
+    )
     return [sources[i] for i in slices]
 
 

@@ -231,14 +231,34 @@ def _method_as_concept_modifier(group: Group) -> None:
             item.RelationshipType = "HAS CONCEPT MOD"
 
 
-def suvmax_point(max_index: tuple[int, int, int], pet: Dataset) -> hd.sr.ScoordContentItem:
+def inner_voxel(mask: np.ndarray) -> tuple[int, int, int]:
+    """The voxel of ``mask`` nearest its centre of mass (a point inside any region shape)."""
+    voxels = np.argwhere(mask)
+    centre = voxels.mean(axis=0)
+    nearest = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
+    return (int(nearest[0]), int(nearest[1]), int(nearest[2]))
+
+
+def anchor(group: Group, index: tuple[int, int, int], pet: Dataset, name: Code) -> None:
+    """Append to ``group`` a SCOORD POINT named ``name`` at voxel ``index`` of ``pet``.
+
+    OHIF 3.x only draws (and, without a point, fails on: "Cannot read properties of undefined
+    (reading 'ReferencedSOPSequence')") measurement groups that hold a SCOORD; every group of
+    the report has one.
+    """
+    group[0].ContentSequence.append(suvmax_point(index, pet, name))
+
+
+def suvmax_point(
+    max_index: tuple[int, int, int], pet: Dataset, name: Code = codes.SUVMAX_LOCATION
+) -> hd.sr.ScoordContentItem:
     """SCOORD POINT (CONTAINS) at voxel ``max_index`` (slice, row, column) of ``pet``'s slice.
 
     Pixel coordinates: the centre of the top left pixel is (0.5, 0.5) (PS3.3 C.18.6.1.1).
     """
     _, row, column = max_index
     point = hd.sr.ScoordContentItem(
-        name=codes.SUVMAX_LOCATION,
+        name=name,
         graphic_type=hd.sr.GraphicTypeValues.POINT,
         graphic_data=np.array([[column + 0.5, row + 0.5]], dtype=float),
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,

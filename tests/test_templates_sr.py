@@ -370,7 +370,7 @@ def _concept(item: Dataset) -> tuple[str, str]:
     return (str(name.CodeValue), str(name.CodingSchemeDesignator))
 
 
-def test_image_library_lists_the_pet_slice_of_each_suvmax(tmp_path: Path) -> None:
+def test_image_library_lists_the_pet_slices_the_points_select_from(tmp_path: Path) -> None:
     result = make_result(n_lesions=2)
     pet, _, sr, _ = _objects(result, with_summary=True)
     read = dcmread(_write(sr, tmp_path / "sr.dcm"))
@@ -379,9 +379,38 @@ def test_image_library_lists_the_pet_slice_of_each_suvmax(tmp_path: Path) -> Non
     images = [i for i in _items(library[0].ContentSequence) if i.ValueType == "IMAGE"]
     listed = {str(i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for i in images}
     by_uid = {str(ds.SOPInstanceUID): ds for ds in pet}
-    wanted = {result.pet_sop_instance_uids[les.max_index[0]] for les in result.lesions}
-    assert listed == wanted
+    selected = {
+        str(point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        for point in _items(read.ContentSequence) if point.ValueType == "SCOORD"
+    }
+    assert {result.pet_sop_instance_uids[les.max_index[0]] for les in result.lesions} <= selected
+    assert listed == selected  # the library is exactly the images the SCOORDs select from
     assert {by_uid[uid].Modality for uid in listed} == {"PT"}
+
+
+def test_every_group_has_a_point_inside_its_region(tmp_path: Path) -> None:
+    """OHIF 3.13 fails on a report with a measurement group without SCOORD."""
+    result = make_result(n_lesions=2)
+    _, _, sr, _ = _objects(result)
+    read = dcmread(_write(sr, tmp_path / "sr.dcm"))
+    groups = [i for i in _items(read.ContentSequence) if _concept(i) == ("125007", "DCM")]
+    numbers = {info.number: info for info in segment_numbers(result).values()}
+    lesions = ordered_lesions(result)
+    for group in groups:
+        [point] = [i for i in group.ContentSequence if i.ValueType == "SCOORD"]
+        [ref] = [i for i in group.ContentSequence if _concept(i) == ("121191", "DCM")]
+        info = numbers[int(ref.ReferencedSOPSequence[0].ReferencedSegmentNumber)]
+        column, row = (int(v - 0.5) for v in point.GraphicData)
+        uid = point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        index = (result.pet_sop_instance_uids.index(uid), row, column)
+        if info.kind == "muscle":
+            mask = result.muscle.mask
+        else:
+            assert info.lesion_index is not None
+            lesion = lesions[info.lesion_index - 1]
+            mask = lesion.mask if info.kind == "lesion" else next(
+                h.mask for h in lesion.hypoxic if float(h.threshold) == info.threshold)
+        assert mask[index], (info.label, index)
 
 
 def test_each_lesion_group_has_a_point_at_its_suvmax(tmp_path: Path) -> None:
