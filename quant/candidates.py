@@ -10,11 +10,11 @@ Nothing hot is dropped silently. Each 26-connected region of voxels above
   a few voxels, is averaged out over 1 cm3 while a lesion of that size keeps its uptake; a
   homogeneous muscle with noise yields no lesion;
 - an excluded organ (:mod:`quant.physiology`, rules placed by anatomy). Before it is
-  excluded, the organ's own voxels (its CT window, :func:`quant.physiology.organ_part`) and one
-  voxel round them are removed; each remaining part of at least the minimum volume whose
-  SUVmax is not on the organ's border (spill-out of the organ falls off away from it, a
-  tumour has its own maximum) is judged again as a candidate of its own, without that organ's
-  rule: a tumour touching the bladder or the liver is separated, not thrown away with it;
+  excluded, the organ's own voxels (its CT window, :func:`quant.physiology.organ_part`) are
+  removed; each focus beyond them with a maximum of its own (:func:`separate`; spill-out of
+  the organ falls off away from it, a tumour has its own maximum) is judged again as a
+  candidate of its own, without that organ's rule: a tumour touching the bladder or the
+  liver is separated, not thrown away with it;
 - an excluded candidate "outside the search region" (``search_z_range_mm``/``search_region``);
 - a lesion, delineated by :func:`quant.segmentation.delineate`.
 
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
-from quant.figures import suv_peak
-from quant.physiology import Anatomy, organ_part, organ_placed, physiological_reason
+from quant.figures import component_at, suv_peak
+from quant.landmarks import distance_mm
+from quant.physiology import Anatomy, bounding_box, organ_part, organ_placed, physiological_reason
 
 ORGAN_OF_REASON = {"liver": "liver", "urine": "urine", "brain": "brain", "bowel": "bowel",
-                   "heart": "heart"}
+                   "heart": "heart", "spleen": "spleen"}
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Detection:
 
     regions: list[np.ndarray] = field(default_factory=list)
     """Candidate regions to delineate as lesions."""
+    own_max: list[float | None] = field(default_factory=list)
+    """Per region: the SUVmax of its own focus when it was separated from an organ (the
+    spill-out of the organ inside it may be hotter), else None."""
     excluded: list[tuple[str, np.ndarray]] = field(default_factory=list)
     """(reason, region) of each excluded candidate."""
     organ_rules: tuple[str, ...] = ()
@@ -68,22 +72,64 @@ def _organ_name(reason: str) -> str:
 
 
 def separate(
-    region: np.ndarray, part: np.ndarray, suv: np.ndarray, min_voxels: float
-) -> list[np.ndarray]:
-    """Parts of ``region`` beyond ``part`` (and one voxel round it) that hold a maximum of
-    their own (not on the border of ``part``), of at least ``min_voxels``."""
-    organ = _dilate(part) & region
-    border = _dilate(organ)
-    labels, n = labels_of(region & ~organ)
+    region: np.ndarray,
+    part: np.ndarray,
+    suv: np.ndarray,
+    min_voxels: float,
+    spacing: tuple[float, float, float] | None = None,
+) -> list[tuple[np.ndarray, float]]:
+    """Foci of ``region`` beyond ``part`` that hold a maximum of their own.
+
+    Spill-out of ``part`` (PET blur) falls off away from it, so its voxels always have a
+    hotter neighbour closer to ``part``; a focus of its own has a local maximum. Beyond one
+    voxel round ``part``, each connected piece is searched for local maxima of the SUV
+    smoothed with a 1-voxel Gaussian (noise is not a maximum); the hottest one seeds a focus:
+    the voxels of the piece connected to it whose smoothed SUV is not above its own (its
+    basin, without the spill-out beside ``part``) and, with ``spacing``, the voxels of the
+    piece nearer the seed than ``part`` (the side of a tumour that touches ``part``, where
+    the spill-out is hotter); kept when it holds at least ``min_voxels``. Returned with the
+    SUVmax of the basin proper (the focus's own maximum).
+    """
+    box = bounding_box(region, margin=2)
+    sub_region, sub_suv = region[box], suv[box]
+    near = _dilate(part[box] & sub_region)
+    smooth_image = sitk.SmoothingRecursiveGaussian(
+        sitk.GetImageFromArray(sub_suv.astype(np.float32)), 1.0
+    )
+    smooth = sitk.GetArrayFromImage(smooth_image)
+    peaks = smooth >= sitk.GetArrayFromImage(sitk.GrayscaleDilate(smooth_image, [1, 1, 1]))
+    labels, n = labels_of(sub_region & ~near)
+    organ_distance = distance_mm(part[box] & sub_region, spacing) if spacing else None
     out = []
     for lab in range(1, n + 1):
         piece = labels == lab
-        if piece.sum() < min_voxels:
+        seeds = np.flatnonzero(piece & peaks)
+        if piece.sum() < min_voxels or seeds.size == 0:
             continue
-        flat = np.flatnonzero(piece)
-        peak = flat[int(np.argmax(suv.ravel()[flat]))]
-        if not border.ravel()[peak]:
-            out.append(piece)
+        seed = seeds[int(np.argmax(sub_suv.ravel()[seeds]))]
+        index = tuple(int(v) for v in np.unravel_index(seed, piece.shape))
+        basin = piece & (smooth <= smooth[index])
+        own = float(sub_suv[component_at(basin, (index[0], index[1], index[2]))].max())
+        if spacing is not None:  # and the voxels of the piece nearer the seed than ``part``
+            basin |= piece & (_distance_to(index, piece.shape, spacing) <= organ_distance)
+        basin = component_at(basin, (index[0], index[1], index[2]))
+        if basin.sum() >= min_voxels:
+            full = np.zeros(region.shape, dtype=bool)
+            full[box] = basin
+            out.append((full, own))
+    return out
+
+
+def _distance_to(
+    index: tuple[int, ...], shape: tuple[int, ...], spacing: tuple[float, float, float]
+) -> np.ndarray:
+    """Distance (mm) of every voxel of an array of ``shape`` to voxel ``index``."""
+    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    out: np.ndarray = np.sqrt(
+        ((k - index[0]) * spacing[2]) ** 2
+        + ((j - index[1]) * spacing[1]) ** 2
+        + ((i - index[2]) * spacing[0]) ** 2
+    )
     return out
 
 
@@ -128,12 +174,12 @@ def find_candidates(
         return out
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     out.small_ignored = int(np.sum(counts[1:] < min_voxels))
-    queue: deque[tuple[np.ndarray, tuple[str, ...]]] = deque(
-        (labels == lab, organs) for lab in range(1, n + 1) if counts[lab] >= min_voxels
+    queue: deque[tuple[np.ndarray, tuple[str, ...], float | None]] = deque(
+        (labels == lab, organs, None) for lab in range(1, n + 1) if counts[lab] >= min_voxels
     )
     del labels
     while queue:
-        region, rules = queue.popleft()
+        region, rules, own_max = queue.popleft()
         if noise_floor is not None and suv_peak(suv, region, spacing) <= noise_floor:
             out.excluded.append((f"below the noise floor (SUVpeak <= {noise_floor:.2f})", region))
             continue
@@ -141,12 +187,12 @@ def find_candidates(
         if reason is not None:
             assert anatomy is not None
             part = organ_part(reason, region, anatomy)
-            pieces = separate(region, part, suv, min_voxels) if part is not None else []
+            pieces = separate(region, part, suv, min_voxels, spacing) if part is not None else []
             remaining = tuple(r for r in rules if r != _organ_name(reason))
             organ = region.copy()
-            for piece in pieces:
+            for piece, piece_max in pieces:
                 organ &= ~piece
-                queue.append((piece, remaining))
+                queue.append((piece, remaining, piece_max))
             out.excluded.append((reason, organ))
             continue
         if allowed is not None:
@@ -156,6 +202,7 @@ def find_candidates(
                 continue
             region = inside
         out.regions.append(region)
+        out.own_max.append(own_max)
     return out
 
 

@@ -17,6 +17,9 @@ the PET grid together with the CT resampled onto it. Volumes are of the candidat
     The region, closed by one voxel and its cavities filled, wholly encloses at least
     :data:`BOWEL_GAS_MIN_ML` of gas (< -500 HU inside the body, not lung): uptake in a bowel
     wall around its gas-filled lumen.
+``spleen``
+    At least half the voxels in 35..60 HU, and at least :data:`SPLEEN_MIN_ML` (50 ml) or cut
+    by the first or last slice; placed like the liver but on the patient's left.
 ``heart``
     (tracers whose profile lists it: 18F-FDG) at least :data:`HEART_MIN_ML`, its centre within
     the lungs' z extent, within :data:`HEART_MIDLINE_MM` of the body's left-right centre and
@@ -24,10 +27,12 @@ the PET grid together with the CT resampled onto it. Volumes are of the candidat
 
 Anatomical gates (:func:`organ_placed`, from :mod:`quant.landmarks`): no trunk organ rule fires in
 a limb, cropped or head-and-neck field of view, the brain rule only where a skull is seen;
-the liver must lie on the patient's right and reach the lung bases (or, without lungs, the
-cranial end of the field); urine must lie below the lungs, either within 60 mm of the body's
-left-right centre and not behind it (bladder) or 30..130 mm beside it and not in front
-(renal pelvis). The heart rule places itself between the lungs.
+the liver (spleen) must lie on the patient's right (left, at least 30 mm from the centre)
+with its centre no more than 20 mm above the lung bases, and reach to within 40 mm of them
+(or, without lungs, of the cranial end of the field); urine must lie below the
+lungs, either within 60 mm of the body's left-right centre and not behind it (bladder)
+or 30..130 mm beside it and not in front (renal pelvis). The heart rule places itself
+between the lungs.
 
 A tumour touching an organ is separated from it (:mod:`quant.candidates`): the organ's own
 voxels (:func:`organ_part`) are removed and what is left is judged again.
@@ -46,8 +51,14 @@ import SimpleITK as sitk  # noqa: N813 (the conventional name)
 from quant.figures import peak_index
 from quant.search_region import BODY_HU, LUNG_MIN_ML, filled_body
 
-ORGANS = ("liver", "urine", "brain", "bowel", "heart")
+ORGANS = ("liver", "urine", "brain", "bowel", "heart", "spleen")
 LIVER_HU = (45.0, 80.0)
+SPLEEN_HU = (35.0, 60.0)
+SPLEEN_MIN_ML = 50.0
+SPLEEN_LATERAL_MM = 30.0
+DOME_MM = 40.0
+"""Liver and spleen reach to within this of the lung bases (or of the cranial end of a field
+without lungs)."""
 FLUID_HU = (-10.0, 25.0)
 AIR_EDGE_HU = -200.0
 BONE_HU = 300.0
@@ -236,14 +247,18 @@ def organ_placed(organ: str, component: np.ndarray, anatomy: Anatomy) -> bool:
     x, y, _ = _centre_mm(component, anatomy)
     cx, cy = anatomy.body_centre_mm
     slices = np.flatnonzero(component.any(axis=(1, 2)))
-    if organ == "liver":
-        # under the right hemidiaphragm: patient right, reaching the lung bases or, without
-        # lungs in the field, the cranial end of the field
-        if x > cx:
+    if organ in ("liver", "spleen"):
+        # under the right (liver) or left (spleen) hemidiaphragm, reaching the lung bases
+        # or, without lungs in the field, the cranial end of the field
+        if (x > cx) if organ == "liver" else (x < cx + SPLEEN_LATERAL_MM):
             return False
+        slice_mm = abs(float(anatomy.index_to_mm[2, 2])) or 1.0
+        reach = int(np.ceil(DOME_MM / slice_mm))
         if anatomy.lung_slices is None:
-            return bool(slices[-1] >= component.shape[0] - 1)
-        return bool(slices[-1] >= anatomy.lung_slices[0] - 1)
+            return bool(slices[-1] >= component.shape[0] - 1 - reach)
+        centre = float(np.argwhere(component)[:, 0].mean())
+        below = centre <= anatomy.lung_slices[0] + reach / 2.0  # not between the lungs
+        return below and bool(slices[-1] >= anatomy.lung_slices[0] - reach)
     if organ == "urine":
         # bladder in the pelvic midline below the lungs, or a renal pelvis paravertebral
         below_lungs = anatomy.lung_slices is None or slices[0] < anatomy.lung_slices[0]
@@ -256,11 +271,13 @@ def organ_placed(organ: str, component: np.ndarray, anatomy: Anatomy) -> bool:
 def organ_part(reason: str, component: np.ndarray, anatomy: Anatomy) -> np.ndarray | None:
     """The voxels of ``component`` that are the organ itself, for separating a tumour.
 
-    Liver: 45..80 HU; urine: fluid (-10..25 HU); brain: enclosed by the skull. Heart and bowel
-    have no CT window of their own (None: the whole candidate is the organ).
+    Liver: 45..80 HU; spleen: 35..60 HU; urine: fluid (-10..25 HU); brain: enclosed by the
+    skull. Heart and bowel have no CT window of their own (None: the whole candidate is the organ).
     """
     if reason == "liver":
         window = (anatomy.hu >= LIVER_HU[0]) & (anatomy.hu <= LIVER_HU[1])
+    elif reason == "spleen":
+        window = (anatomy.hu >= SPLEEN_HU[0]) & (anatomy.hu <= SPLEEN_HU[1])
     elif reason.startswith("urine"):
         window = (anatomy.hu >= FLUID_HU[0]) & (anatomy.hu <= FLUID_HU[1])
     elif reason == "brain":
@@ -312,4 +329,7 @@ def physiological_reason(
         return "bowel (uptake around gas)"
     if "heart" in organs and _is_heart(component, volume, anatomy):
         return "heart"
+    spleen_like = _fraction_in(values, SPLEEN_HU) >= ORGAN_MIN_FRACTION
+    if "spleen" in organs and spleen_like and (volume >= SPLEEN_MIN_ML or truncated):
+        return "spleen"
     return None

@@ -21,7 +21,7 @@ Lesions (:func:`detect_lesions`)
        the voxels of the component at or above ``delineation_fraction_of_max`` x its SUVmax;
        ``tm_threshold``, at or above the lowest hypoxic threshold x muscle SUVmean; in both
        cases 26-connected to the maximum, with enclosed holes filled, and never beyond the
-       candidate component. A part of the region beyond the VOI (and one voxel round it)
+       candidate component. A part of the region beyond the VOI, not next to it,
        with a maximum of its own, of at least the minimum volume and above the noise floor,
        is a further lesion (two foci in one region, e.g. a tumour merged with the bladder)
        when its own isocontour at ``delineation_fraction_of_max`` x its SUVmax does not
@@ -146,12 +146,13 @@ def detect(
     lesions = []
     min_voxels = settings.lesion_min_volume_ml / grid.voxel_ml
     fraction = settings.delineation_fraction_of_max
-    for region in found.regions:
-        first = delineate(grid.suv, region, fraction, level=level)
+    for region, own_max in zip(found.regions, found.own_max, strict=True):
+        own_level = level if level is not None or own_max is None else fraction * own_max
+        first = delineate(grid.suv, region, fraction, level=own_level)
         lesions.append(first)
         taken = _grow(first)
         # another focus in the same candidate (a tumour merged with hot uptake beside it)
-        for piece in separate(region, first, grid.suv, min_voxels):
+        for piece, _ in separate(region, first, grid.suv, min_voxels):
             peak = peak_index(grid.suv, piece)
             own = component_at(region & (grid.suv >= fraction * grid.suv[peak]), peak)
             above = noise_floor is None or suv_peak(grid.suv, own, grid.spacing) > noise_floor

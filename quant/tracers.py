@@ -61,7 +61,7 @@ class TracerProfile:
     lesion_tm_threshold: float
     uptake_window_s: tuple[float, float] | None
     delineation: str = "percent_of_max"
-    excluded_organs: tuple[str, ...] = ("liver", "urine", "brain", "bowel")
+    excluded_organs: tuple[str, ...] = ("liver", "urine", "brain", "bowel", "spleen")
     lesion_noise_sds: float = 5.0
 
 
@@ -92,7 +92,7 @@ PROFILES: dict[str, TracerProfile] = {
         _profile("18F-HX4", "F-18", (1.4,), 1.4, (1.5 * _H, 4.5 * _H)),
         replace(
             _profile("18F-FDG", "F-18", (1.5, 2.0), 1.5, (45 * _MIN, 90 * _MIN)),
-            excluded_organs=("liver", "urine", "brain", "bowel", "heart"),  # myocardial glucose
+            excluded_organs=("liver", "urine", "brain", "bowel", "heart", "spleen"),  # myocardium
         ),
     )
 }

@@ -34,6 +34,11 @@ class Tissue(IntEnum):
     TUMOUR_RIM = 11
     TUMOUR_CORE = 12
     KIDNEY = 13
+    SPLEEN = 14
+    SOFT_TISSUE = 15
+    """Non-muscle soft tissue of higher uptake inside the muscle CT window (``variant``)."""
+    NECROSIS = 16
+    """Fluid-density necrotic core of a tumour (``necrotic``)."""
 
 
 #: CT numbers (HU) of each tissue; the CT is noiseless.
@@ -52,6 +57,9 @@ HOUNSFIELD: dict[Tissue, float] = {
     Tissue.TUMOUR_RIM: 40.0,
     Tissue.TUMOUR_CORE: 40.0,
     Tissue.KIDNEY: 30.0,
+    Tissue.SPLEEN: 45.0,
+    Tissue.SOFT_TISSUE: 40.0,
+    Tissue.NECROSIS: 10.0,
 }
 
 
@@ -93,6 +101,7 @@ def _uptake(**values: float) -> dict[Tissue, float]:
         Tissue.VISCERAL_FAT: 0.6,
         Tissue.BONE: 0.4,
         Tissue.LUNG: 0.3,
+        Tissue.NECROSIS: 0.3,
     }
     for name, value in values.items():
         base[Tissue[name.upper()]] = value
@@ -107,6 +116,8 @@ _CU_ATSM_UPTAKE = _uptake(
     brain=0.9,
     heart=1.3,
     kidney=1.2,
+    spleen=1.4,
+    soft_tissue=1.25,
     tumour_rim=1.8,
     tumour_core=3.6,
 )
@@ -118,6 +129,8 @@ _FMISO_UPTAKE = _uptake(
     brain=0.9,
     heart=1.2,
     kidney=1.1,
+    spleen=1.2,
+    soft_tissue=1.25,
     tumour_rim=1.7,
     tumour_core=2.8,
 )
@@ -131,6 +144,8 @@ _FDG_UPTAKE = _uptake(
     brain=9.0,
     heart=3.0,
     kidney=2.0,
+    spleen=1.8,
+    soft_tissue=1.0,
     tumour_rim=4.0,
     tumour_core=8.0,
 )
@@ -221,7 +236,9 @@ FIELDS_OF_VIEW: dict[str, tuple[float, float]] = {
     "thorax": (288.0, 432.0),
     "head_neck": (432.0, 576.0),
     "whole_body": (0.0, 576.0),
+    "limb": (-200.0, -56.0),
 }
+"""``limb`` is a thigh below the trunk (one leg, femur, muscle and fat; no trunk organ)."""
 
 #: Tumour of each field of view: centre (mm), outer radius, hypoxic core radius.
 TUMOURS: dict[str, tuple[tuple[float, float, float], float, float]] = {
@@ -230,6 +247,13 @@ TUMOURS: dict[str, tuple[tuple[float, float, float], float, float]] = {
     "thorax": ((55.0, -10.0, 370.0), 15.0, 8.0),
     "head_neck": ((-28.0, -25.0, 462.0), 13.0, 7.0),
     "whole_body": ((-40.0, 0.0, 72.0), 16.0, 9.0),
+    "limb": ((30.0, -25.0, -128.0), 16.0, 9.0),
+}
+
+#: Tumours placed against an organ (``tumour_site``): touching the bladder or the liver.
+ABUTTING: dict[str, tuple[tuple[float, float, float], float, float]] = {
+    "bladder": ((44.0, -45.0, 50.0), 14.0, 7.0),
+    "liver": ((17.0, -5.0, 250.0), 12.0, 6.5),
 }
 
 
@@ -248,8 +272,11 @@ def _spine(z0: float, z1: float) -> list[Shape]:
     ]
 
 
-def body_shapes() -> list[Shape]:
-    """Every shape of the canonical trunk except the tumour, in painting order."""
+def body_shapes(variant: str = "") -> list[Shape]:
+    """Every shape of the canonical trunk except the tumour, in painting order.
+
+    ``variant`` (see :func:`variant_shapes`) adds tissue painted after the abdomen's fat.
+    """
     pelvis = [
         *_trunk(0, 144, 115, 88, 12),
         cylinder(Tissue.BONE, 0, 55, 22, 12, 60, 144),
@@ -261,6 +288,7 @@ def body_shapes() -> list[Shape]:
     ]
     abdomen = [
         *_trunk(144, 288, 110, 85, 12),
+        *(variant_shapes(variant) if variant else []),
         *_spine(144, 288),
         cylinder(Tissue.MUSCLE, -30, 25, 12, 12, 144, 230),
         cylinder(Tissue.MUSCLE, 30, 25, 12, 12, 144, 230),
@@ -297,12 +325,39 @@ def body_shapes() -> list[Shape]:
         ellipsoid(Tissue.BONE, (0, 0, 534), (70, 85, 48)),
         ellipsoid(Tissue.BRAIN, (0, 0, 534), (62, 77, 40)),
     ]
-    return [*pelvis, *abdomen, *thorax, *liver, *neck, *head]
+    thigh = [
+        cylinder(Tissue.SUBCUTANEOUS_FAT, 0, 0, 80, 75, -400, 0),
+        cylinder(Tissue.MUSCLE, 0, 0, 68, 63, -400, 0),
+        cylinder(Tissue.BONE, -5, 8, 14, 14, -400, 0),
+    ]
+    return [*pelvis, *abdomen, *thorax, *liver, *neck, *head, *thigh]
 
 
-def tumour_shapes(field_of_view: str) -> list[Shape]:
-    """The tumour of a field of view: a sphere with a concentric hypoxic core."""
-    centre, radius, core = TUMOURS[field_of_view]
+def variant_shapes(variant: str) -> list[Shape]:
+    """Anatomy that breaks connectivity-based rules, painted before the organs it touches.
+
+    ``"touching"``: soft tissue of higher uptake (40 HU) against the paraspinal muscles and
+    the kidneys, and a spleen (45 HU) on the patient's left, in the abdomen (z 144..288).
+    """
+    if variant != "touching":
+        raise ValueError(f"unknown variant {variant!r}")
+    return [
+        cylinder(Tissue.SOFT_TISSUE, -75, 58, 22, 12, 144, 288),
+        cylinder(Tissue.SOFT_TISSUE, 75, 58, 22, 12, 144, 288),
+        ellipsoid(Tissue.SPLEEN, (80, -5, 250), (22, 30, 35)),
+    ]
+
+
+def tumour_shapes(field_of_view: str, site: str = "", necrotic: bool = False) -> list[Shape]:
+    """The tumour of a field of view (or at ``site``, a key of :data:`ABUTTING`): a sphere
+    with a concentric hypoxic core, or (``necrotic``) a cold fluid-density core of that
+    radius inside a hot rim."""
+    centre, radius, core = ABUTTING[site] if site else TUMOURS[field_of_view]
+    if necrotic:
+        return [
+            ellipsoid(Tissue.TUMOUR_CORE, centre, (radius, radius, radius)),
+            ellipsoid(Tissue.NECROSIS, centre, (core, core, core)),
+        ]
     return [
         ellipsoid(Tissue.TUMOUR_RIM, centre, (radius, radius, radius)),
         ellipsoid(Tissue.TUMOUR_CORE, centre, (core, core, core)),

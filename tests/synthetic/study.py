@@ -180,6 +180,9 @@ def make_study(
     hypoxic_thresholds: Sequence[float] = (1.5, 2.0),
     tumour_uptake_factor: float = 1.0,
     frame_of_reference_uid: str | None = None,
+    tumour_site: str = "",
+    necrotic: bool = False,
+    variant: str = "",
 ) -> SyntheticStudy:
     """Build a synthetic PET/CT study with known truth.
 
@@ -214,6 +217,14 @@ def make_study(
     frame_of_reference_uid
         Shared by PET and CT; derived from the seed when None (pass one value to two studies
         to put them in one frame of reference).
+    tumour_site
+        ``""`` (the field of view's own tumour), ``"bladder"`` or ``"liver"``: a tumour
+        touching that organ (:data:`~tests.synthetic.anatomy.ABUTTING`; pelvis or abdomen).
+    necrotic
+        The tumour has a cold fluid-density (10 HU) core inside a hot rim.
+    variant
+        ``"touching"``: soft tissue of higher uptake against muscle and kidneys, and a spleen
+        (:func:`~tests.synthetic.anatomy.variant_shapes`).
 
     Returns
     -------
@@ -233,7 +244,9 @@ def make_study(
     z0, z1 = FIELDS_OF_VIEW[field_of_view]
     pet_grid = _grid(z0, z1, PET_MATRIX, PET_PIXEL_MM, PET_SLICE_MM)
     ct_grid = _grid(z0, z1, CT_MATRIX, CT_PIXEL_MM, CT_SLICE_MM)
-    shapes = body_shapes() + (tumour_shapes(field_of_view) if with_lesion else [])
+    shapes = body_shapes(variant) + (
+        tumour_shapes(field_of_view, tumour_site, necrotic) if with_lesion else []
+    )
 
     labels = label_volume(shapes, *pet_grid.centres())
     lut = np.array([spec.uptake.get(t, 0.0) for t in Tissue], dtype=np.float64)
@@ -258,6 +271,8 @@ def make_study(
     suv = stored * suv_per_stored[:, None, None]
 
     uid_seed = "|".join([str(seed), field_of_view, tracer, patient_id, str(with_lesion)])
+    if tumour_site or necrotic or variant:
+        uid_seed += f"|{tumour_site}|{necrotic}|{variant}"
     header = StudyHeader(
         patient_id=patient_id,
         patient_sex=patient_sex,
@@ -303,7 +318,7 @@ def _truth(
     """Masks and figures of the truth; ``conversion`` holds the SUV-conversion fields."""
     pet_grid, ct_grid = grids
     voxel_ml = float(np.prod(pet_grid.spacing)) / 1000.0
-    tumour = (labels == Tissue.TUMOUR_RIM) | (labels == Tissue.TUMOUR_CORE)
+    tumour = np.isin(labels, [Tissue.TUMOUR_RIM, Tissue.TUMOUR_CORE, Tissue.NECROSIS])
     muscle = labels == Tissue.MUSCLE
     muscle_mean = float(ideal[muscle].mean()) if muscle.any() else 0.0
     hypoxic = _hypoxic_truth(ideal, tumour, muscle_mean, thresholds)
