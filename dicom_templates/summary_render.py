@@ -281,11 +281,13 @@ def render_summary(
     ]
     lesions = ordered_lesions(result)
     contours = [(les.mask, LESION_LINE) for les in lesions] + [(result.muscle.mask, MUSCLE_LINE)]
-    # colour window from the whole study: the hottest reported or excluded region, or a
-    # robust maximum (99.9th percentile) when that is higher: nothing hot shows saturated
-    # beside contours on noise
+    # colour window from the whole study, not from the reported lesions alone: a robust
+    # maximum (99.9th percentile of the study), raised to half the hottest reported or
+    # excluded region when that is higher (a hot tumour beside a hotter bladder stays
+    # visible; nothing hot shows as a saturated mass beside contours on noise)
     hottest = [les.suv_max for les in lesions] + [cand.suv_max for cand in result.excluded]
-    suv_top = max([*hottest, float(np.percentile(suv_array, 99.9)), 1e-3])
+    robust = float(np.percentile(suv_array, 99.9))
+    suv_top = max(robust, 0.5 * max(hottest, default=0.0), 1e-3)
 
     title_font, font, small = load_font(22), load_font(15), load_font(13)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
