@@ -9,7 +9,9 @@ with it.
 
 from __future__ import annotations
 
+import errno
 import resource
+import shutil
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -33,7 +35,7 @@ from service import dimse_status
 from service.config import load_config
 from service.index import Index
 from service.listener import start_listener
-from service.spool import SPOOL_PREFIX, SpoolReserve, file_meta
+from service.spool import SPOOL_PREFIX, SpoolFile, SpoolReserve, file_meta
 from service.store import InstanceStore
 from tests.peers import storescu, wait_for
 
@@ -280,3 +282,25 @@ def test_a_handler_that_raises_leaves_no_file_once_the_association_ends(
     wait_for(lambda: all(p.stat().st_size == 0 for p in store.tmp_dir.iterdir()), 10,
              "the spool file removed when the association ended")
     assert index.study_instances(str(ds.StudyInstanceUID)) == []
+
+
+def test_a_spool_file_below_the_floor_writes_nothing_and_says_why(tmp_path: Path) -> None:
+    """The floor is asked before the first byte (no tmpfs needed: a floor above any disk)."""
+    free = shutil.disk_usage(tmp_path).free
+    roomy = SpoolReserve(tmp_path, size=1, min_free_bytes=max(1, free // 4))
+    full = SpoolReserve(tmp_path, size=1, min_free_bytes=2**62)
+    try:
+        ok = SpoolFile(roomy, ExplicitVRLittleEndian)
+        ok.write(b"x" * 1000)
+        refused = SpoolFile(full, ExplicitVRLittleEndian)
+        refused.write(b"x" * 1000)
+        assert ok.error is None and ok.size == 1000
+        assert refused.error is not None and refused.error.errno == errno.ENOSPC
+        assert "node.min_free_mb" in str(refused.error)
+        assert refused.size == 0 and Path(refused.name).stat().st_size == 0
+        assert refused.make_durable() is refused.error
+        ok.discard()
+        refused.discard()
+    finally:
+        roomy.close()
+        full.close()

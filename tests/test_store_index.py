@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.index import ExportState, Index, InstanceRecord, StudyState
-from service.store import InstanceStore, is_valid_uid
+from service.store import InstanceConflictError, InstanceStore, is_valid_uid
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,26 @@ def test_instance_rows_skip_the_fsync_that_state_changes_keep(tmp_path: Path) ->
         assert index.all_instance_paths() == {"1.2.3.1.1": _record("1.2.3.1.1").path}
     finally:
         index.close()
+
+
+def test_recovered_rows_keep_a_processed_study_done_and_never_move(tmp_path: Path) -> None:
+    """Start-up re-indexing (Index.recover_instance): a row lost from a study processed with
+    it stays done; one beyond the processed count makes the study due; a SOPInstanceUID
+    indexed in another study is refused, the row kept where it was."""
+    index = Index(tmp_path / "index.sqlite")
+    for sop in ("1", "2"):
+        index.record_instance(_record(sop))
+    index.set_study_state("1.2.3", StudyState.DONE, processed_count=2)
+    index.forget_instances(["2"])  # what a power cut may lose
+    assert index.recover_instance(_record("2")) is False
+    assert index.study("1.2.3")["state"] == "done"  # type: ignore[index]
+    assert index.recover_instance(_record("3")) is True  # not processed with the study
+    assert index.study("1.2.3")["state"] == "receiving"  # type: ignore[index]
+    with pytest.raises(InstanceConflictError):
+        index.recover_instance(_record("1", study="1.2.4"))
+    with pytest.raises(InstanceConflictError):
+        index.record_instance(_record("1", study="1.2.4"))
+    known = index.known_instance("1")
+    assert known is not None and known.study_instance_uid == "1.2.3"
+    assert index.study("1.2.4") is None
+    index.close()
