@@ -171,7 +171,8 @@ class Index(StudyFactsMixin):
         except (sqlite3.Error, OSError) as exc:
             raise IndexUnavailableError(
                 f"cannot open the index {self.path}: {exc} (restore it from a backup, or move"
-                " it aside: start-up then re-indexes every stored instance)"
+                " it aside: start-up then re-indexes every stored instance and processes every"
+                " study again)"
             ) from exc
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
