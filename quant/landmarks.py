@@ -138,13 +138,13 @@ def landmarks_from_ct(ct_hu_on_pet: sitk.Image) -> Landmarks:
 
 
 def distance_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Euclidean distance (mm) of every voxel to ``mask`` (0 inside; large when it is empty)."""
+    """Euclidean distance (mm, float32) of every voxel to ``mask`` (0 inside; inf when empty)."""
     if not mask.any():
-        return np.full(mask.shape, np.inf)
+        return np.full(mask.shape, np.inf, dtype=np.float32)
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing(spacing)
     dist = sitk.SignedMaurerDistanceMap(
         image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
     )
-    out: np.ndarray = np.clip(sitk.GetArrayFromImage(dist).astype(np.float64), 0.0, None)
+    out: np.ndarray = np.clip(sitk.GetArrayFromImage(dist), 0.0, None).astype(np.float32)
     return out

@@ -69,15 +69,13 @@ def _smooth_inside(
     def blur(values: np.ndarray) -> np.ndarray:
         image = sitk.GetImageFromArray(values.astype(np.float32))
         image.SetSpacing(spacing)
-        out: np.ndarray = sitk.GetArrayFromImage(
-            sitk.SmoothingRecursiveGaussian(image, SMOOTH_MM)
-        ).astype(np.float64)
-        return out
+        out: np.ndarray = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, SMOOTH_MM))
+        return out  # float32: a whole-body grid holds several of these at once
 
-    weight = blur(support.astype(np.float64))
-    total = blur(np.where(support, suv, 0.0))
+    weight = blur(support.astype(np.float32))
+    total = blur(np.where(support, suv, 0.0).astype(np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out: np.ndarray = np.where(weight > 1e-6, total / weight, suv)
+        out: np.ndarray = np.where(weight > 1e-6, total / weight, suv).astype(np.float32)
     return out
 
 
