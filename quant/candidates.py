@@ -81,9 +81,10 @@ def separate(
     """Foci of ``region`` beyond ``part`` that hold a maximum of their own.
 
     Spill-out of ``part`` (PET blur) falls off away from it, so its voxels always have a
-    hotter neighbour closer to ``part``; a focus of its own has a local maximum. Beyond one
-    voxel round ``part``, each connected piece is searched for local maxima of the SUV
-    smoothed with a 1-voxel Gaussian (noise is not a maximum); the hottest one seeds a focus:
+    hotter neighbour closer to ``part``; a focus of its own has a local maximum. Each
+    connected piece of ``region`` beyond ``part`` is searched for local maxima of the SUV
+    smoothed with a 1-voxel Gaussian (noise is not a maximum), not next to ``part``; the
+    hottest one seeds a focus:
     the voxels of the piece connected to it whose smoothed SUV is not above its own (its
     basin, without the spill-out beside ``part``) and, with ``spacing``, the voxels of the
     piece nearer the seed than ``part`` (the side of a tumour that touches ``part``, where
@@ -98,12 +99,12 @@ def separate(
     )
     smooth = sitk.GetArrayFromImage(smooth_image)
     peaks = smooth >= sitk.GetArrayFromImage(sitk.GrayscaleDilate(smooth_image, [1, 1, 1]))
-    labels, n = labels_of(sub_region & ~near)
+    labels, n = labels_of(sub_region & ~part[box])
     organ_distance = distance_mm(part[box] & sub_region, spacing) if spacing else None
     out = []
     for lab in range(1, n + 1):
         piece = labels == lab
-        seeds = np.flatnonzero(piece & peaks)
+        seeds = np.flatnonzero(piece & peaks & ~near)
         if piece.sum() < min_voxels or seeds.size == 0:
             continue
         seed = seeds[int(np.argmax(sub_suv.ravel()[seeds]))]

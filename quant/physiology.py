@@ -285,7 +285,11 @@ def organ_part(reason: str, component: np.ndarray, anatomy: Anatomy) -> np.ndarr
     else:
         return None
     out: np.ndarray = component & window
-    return out
+    # an opening drops one-voxel rims of the window's CT numbers that partial volume paints
+    # on a neighbouring tumour (an organ too thin for it keeps its voxels)
+    image = sitk.GetImageFromArray(out.astype(np.uint8))
+    opened = sitk.GetArrayFromImage(sitk.BinaryMorphologicalOpening(image, [1, 1, 1])).astype(bool)
+    return opened if opened.any() else out
 
 
 def physiological_reason(

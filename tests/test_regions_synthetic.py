@@ -94,10 +94,10 @@ def test_tumour_abutting_the_liver_is_separated(tracer: str) -> None:
     assert any(cand.reason == "liver" for cand in result.excluded)
 
 
-@pytest.mark.parametrize(("tracer", "min_dice"), [("18F-FMISO", 0.6), ("18F-FDG", 0.3)])
+@pytest.mark.parametrize(("tracer", "min_dice"), [("18F-FMISO", 0.6), ("18F-FDG", 0.5)])
 def test_tumour_abutting_the_bladder_is_separated(tracer: str, min_dice: float) -> None:
     # FDG (urine SUV 15 against a tumour of 4-8, 6 mm blur): found, but the side touching
-    # the bladder stays with it (measured Dice 0.36; the 0.6 is not reached here).
+    # the bladder stays with it (measured Dice 0.54; the 0.6 is not reached here).
     study, result = _run(field_of_view="pelvis", tracer=tracer, tumour_site="bladder")
     truth = study.truth
     hottest = np.unravel_index(int(np.argmax(np.where(truth.tumour_mask, truth.suv, -1))),
