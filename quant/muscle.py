@@ -210,7 +210,7 @@ def muscle_reference(
     if volume < LOW_ML:
         warnings.append(f"muscle reference small: {volume:.1f} ml (< {LOW_ML:g} ml)")
     if cv > MAX_CV:
-        warnings.append(f"muscle reference not homogeneous: CV {cv:.0%} (> {MAX_CV:.0%})")
+        warnings.append(f"muscle reference not homogeneous: CV {cv:.1%} (> {MAX_CV:.0%})")
     if not MUSCLE_HU_TYPICAL[0] <= hu_mean <= MUSCLE_HU_TYPICAL[1]:
         warnings.append(f"muscle reference mean CT number {hu_mean:.0f} HU is atypical")
     slices, _, columns = np.nonzero(mask)
