@@ -73,6 +73,7 @@ class QuantConfig(BaseModel):
     suv_type: str = "BW"
     lesion_tm_threshold: float | None = Field(default=None, gt=0)
     lesion_min_volume_ml: float = Field(default=1.0, ge=0)
+    lesion_noise_sds: float | None = Field(default=None, ge=0)
     delineation: str | None = None
     delineation_fraction_of_max: float = Field(default=0.4, gt=0, lt=1)
     muscle_hu_min: float = -29.0
@@ -144,6 +145,7 @@ class QuantConfig(BaseModel):
             suv_type=self.suv_type,
             lesion_tm_threshold=self.lesion_tm_threshold,
             lesion_min_volume_ml=self.lesion_min_volume_ml,
+            lesion_noise_sds=self.lesion_noise_sds,
             delineation=self.delineation,
             delineation_fraction_of_max=self.delineation_fraction_of_max,
             muscle_hu_range=(self.muscle_hu_min, self.muscle_hu_max),

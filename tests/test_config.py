@@ -70,3 +70,12 @@ def test_errors_name_the_key(
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_noise_floor_setting_reaches_the_detector(tmp_path: Path) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text("[quant]\nlesion_noise_sds = 3.0\n")
+    settings = load_config(path).quant.to_settings()
+    assert settings.lesion_noise_sds == 3.0
+    assert settings.for_tracer(None).lesion_noise_sds == 3.0
+    assert load_config().quant.to_settings().for_tracer(None).lesion_noise_sds == 5.0
