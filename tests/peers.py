@@ -74,6 +74,9 @@ def storescu(files: list[Path], port: int, called_ae: str, calling_ae: str = "SC
     )
 
 
+ORTHANC_DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 @dataclass
 class Orthanc:
     """A real Orthanc started for one test, reachable on loopback."""
@@ -118,12 +121,14 @@ class Orthanc:
 
 def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", *,
                   allow_any_store: bool = True, dicom_port: int | None = None,
-                  modalities: dict[str, list[Any]] | None = None) -> Orthanc:
+                  modalities: dict[str, list[Any]] | None = None,
+                  dicomweb: bool = False) -> Orthanc:
     """Start Orthanc with a private config; ``allow_any_store=False`` refuses unknown AEs.
 
     ``modalities``: Orthanc's ``DicomModalities`` (name -> [AE title, host, port]), the peers
     it answers C-FIND from and moves studies to (C-MOVE). The storage stays in ``workdir``, so
     an Orthanc started again on the same folder holds what the last one held.
+    ``dicomweb``: load the DICOMweb plugin (Debian ``orthanc-dicomweb``) at ``/dicom-web/``.
     """
     binary = require_tool("Orthanc")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +150,9 @@ def start_orthanc(workdir: Path, ae_title: str = "ORTHANC", *,
         "StorageCompression": False,
         "HttpServerEnabled": True,
     }
+    if dicomweb:
+        config["Plugins"] = [ORTHANC_DICOMWEB_PLUGIN]
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
     config_path = workdir / "orthanc.json"
     config_path.write_text(json.dumps(config))
     log_path = workdir / "orthanc.log"
