@@ -57,10 +57,13 @@ $(VIEWERS)/node_modules/.installed: $(VIEWERS)/package.json $(VIEWERS)/package-l
 $(VIEWERS)/ohif/index.html: $(VIEWERS)/ohif.integrity
 	rm -rf $(VIEWERS)/ohif $(VIEWERS)/.ohif-pack && mkdir -p $(VIEWERS)/.ohif-pack
 	cd $(VIEWERS)/.ohif-pack && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null
-	test "$$(openssl dgst -sha512 -binary $(VIEWERS)/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz | base64 -w0)" \
-	  = "$$(sed 's/^sha512-//' $(VIEWERS)/ohif.integrity)"
+	$(PYTHON) -c 'import base64, hashlib, sys; d = open(sys.argv[1], "rb").read(); \
+	  ok = "sha512-" + base64.b64encode(hashlib.sha512(d).digest()).decode() == open(sys.argv[2]).read().strip(); \
+	  sys.exit(0 if ok else "OHIF tarball: integrity mismatch")' \
+	  $(VIEWERS)/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz $(VIEWERS)/ohif.integrity
 	tar xzf $(VIEWERS)/.ohif-pack/ohif-app-$(OHIF_VERSION).tgz -C $(VIEWERS)/.ohif-pack
 	mv $(VIEWERS)/.ohif-pack/package/dist $(VIEWERS)/ohif && rm -rf $(VIEWERS)/.ohif-pack
+	touch $@
 
 demo: venv system-deps
 	$(PY) -m service demo
