@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from service.logs import PlainLineFormatter
+
 AUDIT_LOGGER = "hypoxnode.audit"
 
 audit = logging.getLogger(AUDIT_LOGGER)
@@ -27,7 +29,7 @@ def open_audit_file(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8", delay=False)
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(PlainLineFormatter("%(asctime)s %(levelname)s %(message)s"))
     audit.addHandler(handler)
     if audit.getEffectiveLevel() > logging.INFO:
         audit.setLevel(logging.INFO)  # the audit trail is kept whatever the log level

@@ -13,6 +13,25 @@ import time
 
 from pynetdicom import _config as pynetdicom_config
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
+
+def escape_control(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``), so a value
+    sent by a peer (an AE title, a SOP Class UID) cannot start a forged log line."""
+    return text.translate(_CONTROL)
+
+
+class PlainLineFormatter(logging.Formatter):
+    """The text format, one line per event: the message's control characters escaped (an
+    exception's traceback still follows on its own lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.msg, safe.args = escape_control(record.getMessage()), None
+        return super().format(safe)
+
 
 class JsonLineFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, process id, message (and the exception,
@@ -39,7 +58,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
         handler.setFormatter(JsonLineFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+            PlainLineFormatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

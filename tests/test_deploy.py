@@ -38,7 +38,8 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_systemd_unit_is_hardened() -> None:
     unit = (DEPLOY / "hypoxnode.service").read_text()
     for setting in ("User=hypoxnode", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                    "ReadWritePaths=/var/lib/hypoxnode", "ProtectHome=yes", "KillSignal=SIGTERM"):
+                    "ReadWritePaths=/var/lib/hypoxnode", "ProtectHome=yes", "KillSignal=SIGTERM",
+                    "LimitNOFILE=65536"):
         assert setting in unit
 
 
