@@ -216,6 +216,10 @@ class HttpConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     token: str = ""
     """Bearer token; required when ``host`` is not a loopback address."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names (without port) a request's Host header may name, besides ``host``,
+    ``localhost``, 127.0.0.1 and ::1 (against DNS rebinding). Empty and bound to a wildcard
+    address (0.0.0.0, ::): any (the token protects it)."""
 
     @property
     def is_loopback(self) -> bool:
