@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from service.accept_guard import RefusedAtAccept
+
 log = logging.getLogger("hypoxnode.dispatch")
 
 READY = b"R"
@@ -55,10 +57,14 @@ class Dispatcher:
     max_connections
         Connections beyond this many held are handed over marked *over the limit*, for the
         receiver to reject the association (``node.max_associations`` for the whole node).
+    host_allowed
+        ``node.host_allowed``: a connection from any other address is closed at accept,
+        before a byte of it is read (None: everyone may connect).
     """
 
     def __init__(self, host: str, port: int, on_all_ready: Callable[[], None] | None = None,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None,
+                 host_allowed: Callable[[str], bool] | None = None) -> None:
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)[0][0]
         # "::" takes IPv4 scanners too, as the node's own listener does on Linux.
@@ -77,6 +83,7 @@ class Dispatcher:
         self._pending: deque[tuple[socket.socket, tuple[str, int], float]] = deque()
         self._on_all_ready = on_all_ready
         self._max_connections = max_connections
+        self._refused = RefusedAtAccept(host_allowed)
         self._stop = False
         self._handed_over = 0
         self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)
@@ -177,6 +184,8 @@ class Dispatcher:
                 log.error("accepting a DICOM connection failed: %s", exc)
                 time.sleep(0.1)  # the socket stays readable: do not spin on it
                 return
+            if self._refused.refuse(connection, address):
+                continue
             self._pending.append((connection, address, time.monotonic()))
 
     def _read_channel(self, key: int) -> None:

@@ -408,9 +408,11 @@ def start_listener(
     ``node.allowed_calling_ae_titles`` are rejected, and every association is audited.
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
-    return start_server(build_ae(config), (config.node.host, config.node.port), handlers,
+    node = config.node
+    return start_server(build_ae(config), (node.host, node.port), handlers,
                         ssl_context=context,
-                        spool=SpoolReserve(store.tmp_dir, min_free_bytes=store.min_free_bytes))
+                        spool=SpoolReserve(store.tmp_dir, min_free_bytes=store.min_free_bytes),
+                        host_allowed=node.host_allowed if node.allowed_calling_hosts else None)
 
 
 def dispatched_listener(

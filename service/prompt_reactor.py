@@ -44,6 +44,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from service.accept_guard import RefusedAtAccept
 from service.spool import SpoolingDIMSE, SpoolReserve, make_spooling
 
 LOGGER = logging.getLogger("pynetdicom.assoc")
@@ -279,6 +280,13 @@ class PromptAssociationServer(ThreadedAssociationServer):
     """The files C-STORE data sets are written to as they arrive (:mod:`service.spool`);
     None keeps them in memory, as upstream does. Closed with the server."""
 
+    refused: RefusedAtAccept = RefusedAtAccept(None)
+    """Closes connections from hosts outside the allow-list before anything is read."""
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """False (the connection is closed unread) for a host outside the allow-list."""
+        return not self.refused.refuse(request, client_address)
+
     def server_close(self) -> None:
         """Upstream's, then the spool reserve's files not used are removed."""
         super().server_close()
@@ -360,17 +368,20 @@ def start_server(
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
     spool: SpoolReserve | None = None,
+    host_allowed: Callable[[str], bool] | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with prompt associations.
 
     Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
-    ``spool``: see :attr:`PromptAssociationServer.spool`.
+    ``spool``: see :attr:`PromptAssociationServer.spool`. ``host_allowed``: connections from
+    other addresses are closed at accept (None: everyone).
     """
     server = cast(PromptAssociationServer, ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
         server_class=PromptAssociationServer,
     ))
     server.spool = spool
+    server.refused = RefusedAtAccept(host_allowed)
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",

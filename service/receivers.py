@@ -333,6 +333,7 @@ class ReceiverPool:
             on_all_ready=lambda: log.info("all %d receiving processes take connections",
                                           self.size),
             max_connections=node.max_associations,
+            host_allowed=node.host_allowed if node.allowed_calling_hosts else None,
         )
         # Receivers describe the node by the address actually bound (port 0, host names).
         host, port = self._dispatcher.address

@@ -114,10 +114,12 @@ def _associate_from(source: str, port: int) -> bool:
     return established
 
 
-def test_host_outside_the_allow_list_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("receiver_processes", [1, 2])
+def test_host_outside_the_allow_list_is_refused(tmp_path: Path, receiver_processes: int) -> None:
     node = start_test_node(
         tmp_path / "node", http=False,
-        node_extra='allowed_calling_hosts = ["127.0.0.1/32", "127.0.0.2"]',
+        node_extra='allowed_calling_hosts = ["127.0.0.1/32", "127.0.0.2"]\n'
+                   f"receiver_processes = {receiver_processes}",
     )
     try:
         assert _associate_from("127.0.0.2", node.port)
@@ -126,8 +128,10 @@ def test_host_outside_the_allow_list_is_refused(tmp_path: Path) -> None:
     finally:
         assert node.stop() == 0
     log = node.log()
-    assert "association rejected from SCANNER@127.0.0.3" in log
+    # closed at accept, before its A-ASSOCIATE-RQ was read
+    assert "connection refused at accept from 127.0.0.3" in log
     assert "host not in node.allowed_calling_hosts" in log
+    assert "127.0.0.2" not in log.split("connection refused at accept", 1)[-1].split("\n")[0]
     assert "association rejected from SCANNER@127.0.0.2" not in log
 
 

@@ -1,0 +1,68 @@
+"""A refused host trickling association requests cannot starve allowed scanners.
+
+14 connections from 127.0.0.3 (outside ``allowed_calling_hosts``) each send the first bytes of
+an A-ASSOCIATE-RQ and then one byte a second; meanwhile an allowed host (127.0.0.1) sends
+C-ECHOs. Before the allow-list was checked at accept, 0 of 20 echoes were answered (the
+attacker held every association slot); now the refused connections are closed unread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.peers import echoscu
+from tests.reliability import start_test_node
+
+ATTACKERS = 14
+ECHOES = 20
+
+
+def _trickle(port: int, stop: threading.Event, closed: list[bool]) -> None:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                        source_address=("127.0.0.3", 0))
+    except OSError:
+        closed.append(True)
+        return
+    header = b"\x01\x00\x00\x00\x10\x00"  # A-ASSOCIATE-RQ claiming 4 KiB
+    try:
+        for byte in header + b"\x00" * 64:
+            if stop.wait(1.0):
+                break
+            sock.sendall(bytes([byte]))
+    except OSError:
+        closed.append(True)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("receiver_processes", [1, 2])
+def test_allowed_scanner_keeps_its_echoes_during_a_slowloris(
+    tmp_path: Path, receiver_processes: int
+) -> None:
+    node = start_test_node(
+        tmp_path / "node", http=False,
+        node_extra='allowed_calling_hosts = ["127.0.0.1"]\nmax_associations = 4\n'
+                   f"receiver_processes = {receiver_processes}",
+    )
+    stop = threading.Event()
+    closed: list[bool] = []
+    attackers = [threading.Thread(target=_trickle, args=(node.port, stop, closed))
+                 for _ in range(ATTACKERS)]
+    try:
+        for thread in attackers:
+            thread.start()
+        time.sleep(1.5)  # the attack is under way before the scanner starts
+        answered = sum(echoscu(node.port, node.ae_title) for _ in range(ECHOES))
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join(20)
+        node.stop()
+    assert answered >= 0.9 * ECHOES, f"{answered} of {ECHOES} C-ECHOs answered"
+    assert len(closed) == ATTACKERS, "the node kept a refused host's connection open"
