@@ -60,6 +60,13 @@ QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 delayed-ACK decision, so it is set again before every read."""
 
 RECV_PREALLOCATE_BYTES = 1 << 20
+
+ASSOCIATION_PDU_MAX_BYTES = 64 * 1024
+"""Largest PDU accepted whatever the negotiated maximum: an A-ASSOCIATE-RQ proposing 128
+presentation contexts with several transfer syntaxes each is about 15 KB."""
+
+UNLIMITED_PDU_CAP_BYTES = 64 * 1024 * 1024
+"""Largest PDU accepted when ``node.max_pdu_bytes`` is 0 (no maximum announced)."""
 """Most a PDU read allocates ahead of the data arriving (a PDU length is the peer's claim)."""
 
 ASSOCIATION_POLL_S = 0.001
@@ -144,11 +151,42 @@ class PromptDUL(DULServiceProvider):
 class PromptSocket(AssociationSocket):
     """pynetdicom's association socket, reading a PDU in as few calls as the kernel allows."""
 
+    def pdu_limit(self) -> int:
+        """The largest PDU read: the maximum this node announces (``node.max_pdu_bytes``),
+        at least :data:`ASSOCIATION_PDU_MAX_BYTES`; :data:`UNLIMITED_PDU_CAP_BYTES` when it
+        announces none."""
+        ae = getattr(getattr(self, "_assoc", None), "ae", None)
+        announced = int(getattr(ae, "maximum_pdu_size", 0) or 0)
+        if announced <= 0:
+            return UNLIMITED_PDU_CAP_BYTES
+        return max(announced, ASSOCIATION_PDU_MAX_BYTES)
+
+    def get_remote_address_text(self) -> str:
+        """``host:port`` of the peer, for the audit line."""
+        with contextlib.suppress(OSError, AttributeError):
+            host, port = cast(socket.socket, self.socket).getpeername()[:2]
+            return f"{host}:{port}"
+        return "?"
+
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes`` (blocking, with the socket's timeout), as upstream.
 
         Returns fewer bytes only when the peer closed the connection, as upstream.
+
+        Raises
+        ------
+        ConnectionAbortedError
+            ``nr_bytes`` (a PDU length the peer claims) is above what this node announced it
+            receives (:meth:`pdu_limit`): the connection is closed before anything of it is
+            allocated or read.
         """
+        limit = self.pdu_limit()
+        if nr_bytes > limit:
+            AUDIT.warning("connection from %s closed: PDU of %d bytes claimed, more than the "
+                          "%d this node receives", self.get_remote_address_text(), nr_bytes,
+                          limit)
+            self.close()
+            raise ConnectionAbortedError(f"PDU of {nr_bytes} bytes claimed (limit {limit})")
         peer = cast(socket.socket, self.socket)
         if QUICKACK is not None:
             # Acknowledge at once: a sender with Nagle's algorithm on (DCMTK's default) holds
