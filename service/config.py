@@ -76,6 +76,9 @@ class NodeConfig(_Section):
     it to the least busy. 0: one per CPU core, at most 4. 1: the node process receives."""
     max_pdu_bytes: int = Field(default=262144, ge=0)
     network_timeout_s: float = Field(default=60.0, gt=0)
+    association_request_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a connection has, in all, to deliver its A-ASSOCIATE-RQ once it started sending
+    (a peer trickling bytes is cut off after this, not after ``network_timeout_s`` per read)."""
     allowed_calling_ae_titles: list[str] = Field(default_factory=list)
     """Empty: any calling AE title is accepted (set it in production)."""
     allowed_calling_hosts: list[str] = Field(default_factory=list)

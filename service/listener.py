@@ -365,6 +365,7 @@ def build_ae(config: Config) -> AE:
     ae.maximum_associations = config.node.max_associations
     ae.maximum_pdu_size = config.node.max_pdu_bytes
     ae.network_timeout = config.node.network_timeout_s
+    ae.association_request_deadline_s = config.node.association_request_timeout_s  # type: ignore[attr-defined]
     ae.acse_timeout = config.node.network_timeout_s
     ae.dimse_timeout = config.node.network_timeout_s
     if config.node.allowed_calling_ae_titles:

@@ -33,6 +33,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from ssl import SSLContext
@@ -67,6 +68,11 @@ presentation contexts with several transfer syntaxes each is about 15 KB."""
 
 UNLIMITED_PDU_CAP_BYTES = 64 * 1024 * 1024
 """Largest PDU accepted when ``node.max_pdu_bytes`` is 0 (no maximum announced)."""
+
+ASSOCIATION_REQUEST_DEADLINE_S = 10.0
+"""Default time a connection has, in all, to deliver its A-ASSOCIATE-RQ (not per read: a
+peer trickling a byte at a time is cut off too); ``node.association_request_timeout_s``
+sets it on the AE (``association_request_deadline_s``)."""
 """Most a PDU read allocates ahead of the data arriving (a PDU length is the peer's claim)."""
 
 ASSOCIATION_POLL_S = 0.001
@@ -188,6 +194,41 @@ class PromptSocket(AssociationSocket):
             self.close()
             raise ConnectionAbortedError(f"PDU of {nr_bytes} bytes claimed (limit {limit})")
         peer = cast(socket.socket, self.socket)
+        deadline = self._request_deadline()
+        if deadline is None:
+            return self._recv_all(peer, nr_bytes, None)
+        timeout = peer.gettimeout()
+        try:
+            return self._recv_all(peer, nr_bytes, deadline)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                AUDIT.warning("connection from %s closed: no complete association request "
+                              "within %.0f s", self.get_remote_address_text(),
+                              self._request_deadline_s())
+                self.close()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                peer.settimeout(timeout)
+
+    def _request_deadline_s(self) -> float:
+        ae = getattr(getattr(self, "_assoc", None), "ae", None)
+        return float(getattr(ae, "association_request_deadline_s",
+                             ASSOCIATION_REQUEST_DEADLINE_S))
+
+    def _request_deadline(self) -> float | None:
+        """Monotonic deadline for the association request; None once associated."""
+        assoc = getattr(self, "_assoc", None)
+        if assoc is None or assoc.is_established or not assoc.is_acceptor:
+            return None
+        deadline: float | None = getattr(self, "_deadline", None)
+        if deadline is None:
+            deadline = time.monotonic() + self._request_deadline_s()
+            self._deadline = deadline
+        return deadline
+
+    def _recv_all(self, peer: socket.socket, nr_bytes: int, deadline: float | None
+                  ) -> bytearray:
         if QUICKACK is not None:
             # Acknowledge at once: a sender with Nagle's algorithm on (DCMTK's default) holds
             # its next segment until our ACK, which Linux may otherwise delay up to 40 ms.
@@ -199,6 +240,11 @@ class PromptSocket(AssociationSocket):
         while nr_read < nr_bytes:
             if nr_read == len(buffer):
                 buffer.extend(bytes(min(nr_bytes - nr_read, RECV_PREALLOCATE_BYTES)))
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("association request deadline passed")
+                peer.settimeout(remaining)
             with memoryview(buffer) as view:
                 received = peer.recv_into(view[nr_read:], len(buffer) - nr_read)
             if not received:
