@@ -24,6 +24,8 @@ ECHOES = 20
 
 def _trickle(port: int, stop: threading.Event, closed: list[bool], started: list[bool]
              ) -> None:
+    """Connect from 127.0.0.3 and trickle an A-ASSOCIATE-RQ a byte a second until ``stop``;
+    then record whether the node had closed the connection (a reset, or end of stream)."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=5,
                                         source_address=("127.0.0.3", 0))
@@ -35,11 +37,16 @@ def _trickle(port: int, stop: threading.Event, closed: list[bool], started: list
     header = b"\x01\x00\x00\x00\x10\x00"  # A-ASSOCIATE-RQ claiming 4 KiB
     try:
         for byte in header + b"\x00" * 64:
+            sock.sendall(bytes([byte]))
             if stop.wait(1.0):
                 break
-            sock.sendall(bytes([byte]))
+        sock.settimeout(5)
+        if sock.recv(1) == b"":  # the node closed it; a connection kept open times out
+            closed.append(True)
+    except TimeoutError:
+        pass  # still open: the node kept it
     except OSError:
-        closed.append(True)
+        closed.append(True)  # reset by the node
     finally:
         sock.close()
 
