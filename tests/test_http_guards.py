@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import load_config
 from service.http_api import cookie_name, session_value
 from service.node import Node
+from tests.test_http import _node
 
 
 def _request(port: int, method: str, path: str, headers: dict[str, str]
@@ -28,18 +28,6 @@ def _request(port: int, method: str, path: str, headers: dict[str, str]
         return response.status, {k.lower(): v for k, v in response.getheaders()}
     finally:
         connection.close()
-
-
-def _node(tmp_path: Path, **http: object) -> Node:
-    config = load_config(
-        None,
-        node={"host": "127.0.0.1", "port": 0, "data_dir": tmp_path},
-        study={"stable_seconds": 3600},
-        http={"port": 0, **http},
-    )
-    node = Node(config)
-    node.start()
-    return node
 
 
 @pytest.fixture
