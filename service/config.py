@@ -193,6 +193,10 @@ class ExportConfig(_Section):
     retry_max_seconds: float = Field(default=600.0, gt=0)
     give_up_after_seconds: float = Field(default=86400.0, gt=0)
     check_interval_seconds: float = Field(default=2.0, gt=0)
+    attempt_deadline_seconds: float = Field(default=600.0, gt=0)
+    """Total time one delivery attempt to one destination may take (association, every
+    C-STORE, release); a peer still busy then is cut off and its exports retried. Each
+    destination runs in its own thread, so a slow one delays only its own exports."""
 
 
 class Destination(_Section):
@@ -202,6 +206,8 @@ class Destination(_Section):
     host: str
     port: int = Field(ge=1, le=65535)
     name: str = ""
+    deadline_seconds: float | None = Field(default=None, gt=0)
+    """This destination's own ``[export] attempt_deadline_seconds``."""
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 

@@ -126,7 +126,7 @@ class Node:
         )
         self.scheduler.add_job(
             self.sender.run_once, "interval", seconds=self.config.export.check_interval_seconds,
-            id="send-results", max_instances=1, coalesce=True,
+            kwargs={"wait": False}, id="send-results", max_instances=1, coalesce=True,
         )
         self.scheduler.add_job(
             self.router.run_once, "interval", seconds=self.config.routing.check_interval_seconds,

@@ -152,6 +152,8 @@ class ForwardDestination(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     host: str
     port: int = Field(ge=1, le=65535)
+    deadline_seconds: float | None = Field(default=None, gt=0)
+    """This peer's own ``[export] attempt_deadline_seconds``."""
 
     @property
     def key(self) -> str:

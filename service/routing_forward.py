@@ -3,23 +3,26 @@
 Each instance file is sent by C-STORE from the file itself (pynetdicom reads the data set from
 the file and sends its bytes as they are, in the transfer syntax they were received in): the
 peer receives the data set byte for byte. Instances due for one destination share one
-association; failures are retried on the ``[export]`` schedule
+association in that destination's own thread, bounded by its deadline
+(:func:`service.delivery.deliver`); failures are retried on the ``[export]`` schedule
 (:func:`service.sender.next_delay_s`) and given up after ``give_up_after_seconds``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE
 
 from service import dimse_status
 from service.config import Config
+from service.delivery import DestinationWorkers, Item, Outcome, Peer, deliver
 from service.routing_store import ForwardRow, RoutingStore
 from service.sender import next_delay_s
 
@@ -35,82 +38,79 @@ class Forwarder:
         self.config = config
         self.store = store
         self.clock = clock
-        self.peers: dict[str, tuple[str, str, int]] = {
-            d.key: (d.ae_title, d.host, d.port) for d in config.destinations}
-        self.peers.update({d.key: (d.ae_title, d.host, d.port)
-                           for d in config.routing.destinations})
+        default = config.export.attempt_deadline_seconds
+        self.peers: dict[str, Peer] = {
+            d.key: Peer(d.key, d.ae_title, d.host, d.port, d.deadline_seconds or default)
+            for d in config.destinations}
+        self.peers.update({
+            d.key: Peer(d.key, d.ae_title, d.host, d.port, d.deadline_seconds or default)
+            for d in config.routing.destinations})
+        self.workers = DestinationWorkers("forward")
+        self._delivered = 0
+        self._count_lock = threading.Lock()
 
-    def run_once(self) -> int:
-        """Attempt every due forward; returns how many were delivered."""
+    def run_once(self, wait: bool = True) -> int:
+        """Start an attempt for every destination with due forwards and none running.
+
+        Parameters
+        ----------
+        wait
+            Wait for the attempts started (each bounded by its destination's deadline).
+
+        Returns
+        -------
+        int
+            How many forwards the attempts started here delivered (0 when not waiting).
+        """
         by_destination: dict[str, list[ForwardRow]] = defaultdict(list)
         for row in self.store.due_forwards(self.clock()):
             by_destination[row.destination].append(row)
-        delivered = 0
+        busy = set(self.workers.busy())
+        started = []
+        before = self._delivered
         for key, rows in by_destination.items():
+            if key in busy:
+                continue
             peer = self.peers.get(key)
             if peer is None:
                 for row in rows:
                     self.store.forward_failed(row.id, f"destination {key!r} not configured", None)
                 continue
-            try:
-                delivered += self._send(key, peer, rows)
-            except Exception as exc:  # one destination's fault must not stop the others
-                log.exception("forwarding to %s failed unexpectedly", key)
-                for row in rows:
-                    self._retry(row, f"internal error while forwarding: {exc!r}")
-        return delivered
+            started.append(self.workers.start(key, partial(self._send, peer, rows)))
+        if not wait:
+            return 0
+        self.workers.join(started)
+        return self._delivered - before
 
-    def _send(self, key: str, peer: tuple[str, str, int], rows: list[ForwardRow]) -> int:
-        ae_title, host, port = peer
-        where = f"{ae_title}@{host}:{port}"
-        contexts: dict[int, tuple[str, str]] = {}
+    def _send(self, peer: Peer, rows: list[ForwardRow]) -> None:
+        items = []
         for row in rows:
             try:
                 meta = read_file_meta_info(row.path)
-                contexts[row.id] = (str(meta.MediaStorageSOPClassUID),
-                                    str(meta.TransferSyntaxUID))
             except (OSError, ValueError) as exc:
                 self.store.forward_failed(row.id, f"original unreadable: {exc}", None)
-        ae = AE(ae_title=self.config.node.ae_title)
-        for timeout in ("network_timeout", "acse_timeout", "dimse_timeout"):
-            setattr(ae, timeout, self.config.node.network_timeout_s)
-        by_class: dict[str, set[str]] = defaultdict(set)
-        for sop_class, syntax in contexts.values():
-            by_class[sop_class].add(syntax)
-        for sop_class, syntaxes in sorted(by_class.items()):
-            ae.add_requested_context(sop_class, sorted(syntaxes))
-        if not by_class:
-            return 0
-        assoc = ae.associate(host, port, ae_title=ae_title)
-        pending = [row for row in rows if row.id in contexts]
-        if not assoc.is_established:
-            for row in pending:
-                self._retry(row, f"could not associate with {where}")
-            return 0
-        delivered = 0
-        try:
-            for row in pending:
-                if not assoc.is_established:
-                    self._retry(row, f"association with {where} lost")
-                    continue
-                try:
-                    status = assoc.send_c_store(Path(row.path))
-                except (ValueError, RuntimeError, OSError) as exc:
-                    self._retry(row, f"C-STORE to {where} failed: {exc}")
-                    continue
-                code = int(status.Status) if status and "Status" in status else None
-                if code is not None and (code == 0 or 0xB000 <= code <= 0xBFFF):
-                    self.store.forward_done(row.id)
-                    delivered += 1
-                    audit.info("forward %s to %s: %s", row.sop_instance_uid, key,
-                               dimse_status.describe(code))
-                else:
-                    detail = dimse_status.describe(code) if code is not None else "no response"
-                    self._retry(row, f"C-STORE to {where}: {detail}")
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        return delivered
+                continue
+            items.append(Item(row.id, str(meta.MediaStorageSOPClassUID),
+                              (str(meta.TransferSyntaxUID),), Path(row.path)))
+        by_id = {row.id: row for row in rows}
+        for outcome in deliver(self.config.node.ae_title, peer, items,
+                               self.config.node.network_timeout_s, dimse_status.describe):
+            self._record(by_id[outcome.id], outcome)
+
+    def _record(self, row: ForwardRow, outcome: Outcome) -> None:
+        if outcome.delivered:
+            assert outcome.status is not None
+            self.store.forward_done(row.id)
+            with self._count_lock:
+                self._delivered += 1
+            audit.info("forward %s to %s: %s", row.sop_instance_uid, row.destination,
+                       dimse_status.describe(outcome.status))
+        elif outcome.final:
+            self.store.forward_failed(row.id, outcome.reason, None)
+            log.error("forward of %s to %s given up: %s", row.sop_instance_uid,
+                      row.destination, outcome.reason)
+        else:
+            self._retry(row, outcome.reason)
 
     def _retry(self, row: ForwardRow, reason: str) -> None:
         now = self.clock()

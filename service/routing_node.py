@@ -149,9 +149,10 @@ class Router:
             return []
         return result_destinations(self.config, decision.profile if decision else None)
 
-    def run_once(self) -> int:
-        """Scheduler job: send due forwards, purge forward-only studies once delivered."""
-        delivered = self.forwarder.run_once()
+    def run_once(self, wait: bool = False) -> int:
+        """Scheduler job: send due forwards (each destination in its own thread; ``wait`` for
+        them or not), purge forward-only studies whose forwards are all delivered."""
+        delivered = self.forwarder.run_once(wait=wait)
         for study_uid in self.db.studies_awaiting_purge():
             states = self.db.forward_states(study_uid)
             if states.get(PENDING):

@@ -1,25 +1,30 @@
 """Export of result objects to the configured PACS destinations, with retry and backoff.
 
 Each due export is sent by C-STORE; the exports due for one destination share one
-association. A failed attempt is retried after ``retry_initial_seconds``, doubling up to
-``retry_max_seconds``, until ``give_up_after_seconds`` have passed since the export was queued;
-then it is marked failed with the last reason (DICOM status included when there was one).
+association (:func:`service.delivery.deliver`), run in that destination's own thread and
+bounded by its deadline (``deadline_seconds``, default ``[export] attempt_deadline_seconds``),
+so one slow or hostile PACS never holds up another. A failed attempt is retried after
+``retry_initial_seconds``, doubling up to ``retry_max_seconds``, until
+``give_up_after_seconds`` have passed since the export was queued; then it is marked failed
+with the last reason (DICOM status included when there was one).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from service import dimse_status
 from service.config import Config, Destination
+from service.delivery import DestinationWorkers, Item, Outcome, Peer, deliver
 from service.index import ExportRecord, Index
 from service.metrics import Metrics
 
@@ -65,97 +70,75 @@ class Sender:
         self.clock = clock
         self.destinations = {d.key: d for d in config.destinations}
         self.metrics = metrics or Metrics()
+        self.workers = DestinationWorkers("export")
+        self._delivered = 0
+        self._count_lock = threading.Lock()
 
-    def run_once(self) -> int:
-        """Attempt every due export; returns how many were delivered."""
-        due = self.index.due_exports(self.clock())
+    def run_once(self, wait: bool = True) -> int:
+        """Start an attempt for every destination with due exports and no attempt running.
+
+        Parameters
+        ----------
+        wait
+            Wait for the attempts started (each bounded by its destination's deadline); the
+            scheduler's tick does not, so the next tick serves the destinations that are free.
+
+        Returns
+        -------
+        int
+            How many exports the attempts started here delivered (0 when not waiting).
+        """
         by_destination: dict[str, list[ExportRecord]] = defaultdict(list)
-        for export in due:
+        for export in self.index.due_exports(self.clock()):
             by_destination[export.destination].append(export)
-        delivered = 0
+        busy = set(self.workers.busy())
+        started = []
+        before = self._delivered
         for key, exports in by_destination.items():
+            if key in busy:
+                continue  # its attempt is still running: it is not due twice
             destination = self.destinations.get(key)
             if destination is None:
                 for export in exports:
                     self._give_up(export, f"destination {key!r} is no longer configured", None)
                 continue
-            try:
-                delivered += self._send_to(destination, exports)
-            except Exception as exc:  # one destination's fault must not starve the others
-                log.exception("sending to %s failed unexpectedly", key)
-                for export in exports:
-                    self._retry_or_give_up(export, f"internal error while sending: {exc!r}", None)
-        return delivered
+            started.append(self.workers.start(key, partial(self._send_to, destination, exports)))
+        if not wait:
+            return 0
+        self.workers.join(started)
+        return self._delivered - before
 
-    def _send_to(self, destination: Destination, exports: list[ExportRecord]) -> int:
-        datasets = {}
+    def _send_to(self, destination: Destination, exports: list[ExportRecord]) -> None:
+        items = []
+        by_id = {export.id: export for export in exports}
         for export in exports:
             try:
-                datasets[export.id] = dcmread(export.path)
+                dataset = dcmread(export.path)
             except (OSError, ValueError, InvalidDicomError) as exc:
                 self._give_up(export, f"result file unreadable: {exc}", None)
-        if not datasets:
-            return 0
-        ae = AE(ae_title=self.config.node.ae_title)
-        ae.network_timeout = self.config.node.network_timeout_s
-        ae.acse_timeout = self.config.node.network_timeout_s
-        ae.dimse_timeout = self.config.node.network_timeout_s
-        for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets.values()}):
-            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-        pending = [e for e in exports if e.id in datasets]
-        if not assoc.is_established:
-            reason = _association_failure(assoc, destination)
-            for export in pending:
-                self._retry_or_give_up(export, reason, None)
-            return 0
-        delivered = 0
-        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
-        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
-        try:
-            for export in pending:
-                sop_class = str(datasets[export.id].SOPClassUID)
-                if sop_class not in accepted:
-                    self._give_up(
-                        export,
-                        f"{where} does not accept SOP class {sop_class}"
-                        f" ({_sop_class_name(sop_class)}): presentation context rejected",
-                        None,
-                    )
-                    continue
-                if not assoc.is_established:
-                    self._retry_or_give_up(
-                        export, f"association with {where} lost during sending", None
-                    )
-                    continue
-                try:
-                    status = assoc.send_c_store(datasets[export.id])
-                except (ValueError, RuntimeError) as exc:
-                    self._retry_or_give_up(export, f"C-STORE to {where} failed: {exc}", None)
-                    continue
-                code = int(status.Status) if status and "Status" in status else None
-                if code is not None and (code == 0 or 0xB000 <= code <= 0xBFFF):
-                    self.index.export_sent(export.id, code)
-                    self.metrics.exports_sent.inc()
-                    delivered += 1
-                    audit.info(
-                        "export %s to %s: %s", export.sop_instance_uid, destination.key,
-                        dimse_status.describe(code),
-                    )
-                elif code is None:
-                    reason = (
-                        f"no C-STORE response from {where}: the association was closed or timed"
-                        f" out (does it accept calling AE title {self.config.node.ae_title}?)"
-                    )
-                    self._retry_or_give_up(export, reason, None)
-                else:
-                    self._retry_or_give_up(
-                        export, f"C-STORE refused by {where}: {dimse_status.describe(code)}", code
-                    )
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        return delivered
+                continue
+            items.append(Item(export.id, str(dataset.SOPClassUID),
+                              (ExplicitVRLittleEndian, ImplicitVRLittleEndian), dataset))
+        deadline = destination.deadline_seconds or self.config.export.attempt_deadline_seconds
+        peer = Peer(destination.key, destination.ae_title, destination.host, destination.port,
+                    deadline)
+        for outcome in deliver(self.config.node.ae_title, peer, items,
+                               self.config.node.network_timeout_s, dimse_status.describe):
+            self._record(by_id[outcome.id], outcome)
+
+    def _record(self, export: ExportRecord, outcome: Outcome) -> None:
+        if outcome.delivered:
+            assert outcome.status is not None
+            self.index.export_sent(export.id, outcome.status)
+            self.metrics.exports_sent.inc()
+            with self._count_lock:
+                self._delivered += 1
+            audit.info("export %s to %s: %s", export.sop_instance_uid, export.destination,
+                       dimse_status.describe(outcome.status))
+        elif outcome.final:
+            self._give_up(export, outcome.reason, outcome.status)
+        else:
+            self._retry_or_give_up(export, outcome.reason, outcome.status)
 
     def _retry_or_give_up(self, export: ExportRecord, reason: str, status: int | None) -> None:
         now = self.clock()
@@ -182,19 +165,3 @@ class Sender:
         )
         audit.info("export %s to %s: failed (%s)", export.sop_instance_uid, export.destination,
                    reason)
-
-
-def _sop_class_name(uid: str) -> str:
-    return str(UID(uid).name)
-
-
-def _association_failure(assoc: object, destination: Destination) -> str:
-    where = f"{destination.ae_title}@{destination.host}:{destination.port}"
-    if getattr(assoc, "is_rejected", False):
-        acceptor = getattr(assoc, "acceptor", None)
-        primitive = getattr(acceptor, "primitive", None)
-        result = getattr(primitive, "result_str", None) or getattr(primitive, "result", "")
-        diag = getattr(primitive, "reason_str", None) or getattr(primitive, "diagnostic", "")
-        return f"association rejected by {where}: {result} {diag}".strip()
-    # pynetdicom reports a refused TCP connection as an aborted association.
-    return f"could not associate with {where} (connection refused, aborted or timed out)"
