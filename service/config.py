@@ -79,6 +79,10 @@ class NodeConfig(_Section):
     association_request_timeout_s: float = Field(default=10.0, gt=0)
     """Time a connection has, in all, to deliver its A-ASSOCIATE-RQ once it started sending
     (a peer trickling bytes is cut off after this, not after ``network_timeout_s`` per read)."""
+    association_grace_s: float = Field(default=2.0, gt=0)
+    """A connection that has not delivered its A-ASSOCIATE-RQ this long after it was accepted
+    stops counting against ``max_associations`` (it counts again if the request comes): idle
+    or half-open connections from an allowed host cannot lock scanners out."""
     allowed_calling_ae_titles: list[str] = Field(default_factory=list)
     """Empty: any calling AE title is accepted (set it in production)."""
     allowed_calling_hosts: list[str] = Field(default_factory=list)

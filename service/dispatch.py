@@ -32,6 +32,16 @@ READY = b"R"
 DONE = b"-"
 """Receiver -> node: one connection it was given is done with."""
 
+IDLE = b"i"
+"""Receiver -> node: a connection sent no A-ASSOCIATE-RQ within ``node.association_grace_s``;
+it no longer counts against ``max_associations`` (it still holds the receiver)."""
+
+COUNTED = b"+"
+"""Receiver -> node: an idle connection's A-ASSOCIATE-RQ came after all: it counts again."""
+
+IDLE_DONE = b"~"
+"""Receiver -> node: an idle connection is done with."""
+
 PENDING_TIMEOUT_S = 10.0
 """How long an accepted connection waits for a ready receiver before it is closed."""
 
@@ -40,6 +50,8 @@ PENDING_TIMEOUT_S = 10.0
 class _Receiver:
     channel: socket.socket
     load: int = 0
+    idle: int = 0
+    """Of :attr:`load`, connections without an association request past the grace."""
     ready: bool = False
     given: int = 0
     """When it was last given a connection (a counter): ties go to the longest idle."""
@@ -57,6 +69,8 @@ class Dispatcher:
     max_connections
         Connections beyond this many held are handed over marked *over the limit*, for the
         receiver to reject the association (``node.max_associations`` for the whole node).
+        A connection its receiver reports :data:`IDLE` (no association request within the
+        grace) is not counted until it reports :data:`COUNTED`.
     host_allowed
         ``node.host_allowed``: a connection from any other address is closed at accept,
         before a byte of it is read (None: everyone may connect).
@@ -208,6 +222,13 @@ class Dispatcher:
                 receiver.ready = True
             elif message == DONE:
                 receiver.load = max(0, receiver.load - 1)
+            elif message == IDLE:
+                receiver.idle = min(receiver.load, receiver.idle + 1)
+            elif message == COUNTED:
+                receiver.idle = max(0, receiver.idle - 1)
+            elif message == IDLE_DONE:
+                receiver.load = max(0, receiver.load - 1)
+                receiver.idle = max(0, min(receiver.load, receiver.idle - 1))
 
     def _hand_over(self) -> None:
         full: set[int] = set()  # receivers whose channel is full this turn
@@ -225,7 +246,8 @@ class Dispatcher:
             target = min(ready, key=lambda r: (r.load, r.given))
             # Beyond the limit it is still handed over: a receiver answers A-ASSOCIATE-RJ
             # (transient), as a DICOM peer expects, rather than a closed connection.
-            held = sum(r.load for r in self._receivers.values())
+            # Connections idle past the grace hold no association: they do not count.
+            held = sum(r.load - r.idle for r in self._receivers.values())
             over = self._max_connections is not None and held >= self._max_connections
             payload = json.dumps([address[0], address[1], over]).encode()
             try:

@@ -279,15 +279,22 @@ def handle_store(
     return dimse_status.SUCCESS
 
 
+UNCOUNTED_ASSOCIATIONS = 1_000_000
+"""pynetdicom's ``maximum_associations``, out of the way of the node's own count."""
+
+
 def _on_requested(event: Event, config: Config, assoc_log: AssociationLog) -> None:
     """A-ASSOCIATE-RQ received: refuse hosts outside ``node.allowed_calling_hosts``, and
     associations beyond ``node.max_associations`` across receiver processes."""
+    grace = getattr(event.assoc, "grace", None)
+    if grace is not None:  # the request came: the connection counts (again, if it was idle)
+        grace.requested()
     address = str(event.assoc.requestor.address)
     if not config.node.host_allowed(address):
         # Rejected (permanent), service user, no reason given: PS3.8 has no "host unknown".
         event.assoc.acse.send_reject(0x01, 0x01, 0x01)
         why = "host not in node.allowed_calling_hosts"
-    elif getattr(event.assoc, "over_limit", False):
+    elif getattr(event.assoc, "over_limit", False) or _over_limit_here(event, config):
         # Rejected (transient), service provider (presentation), local limit exceeded: what
         # pynetdicom answers beyond its own maximum_associations in one process.
         event.assoc.acse.send_reject(0x02, 0x03, 0x02)
@@ -297,6 +304,21 @@ def _on_requested(event: Event, config: Config, assoc_log: AssociationLog) -> No
     event.assoc.kill()
     assoc_log.metrics.associations.labels("rejected").inc()
     audit.warning("association rejected from %s: %s", _peer(event), why)
+
+
+def _over_limit_here(event: Event, config: Config) -> bool:
+    """Whether the node process, receiving itself, holds ``max_associations`` already.
+
+    Only connections that sent their A-ASSOCIATE-RQ count: idle ones do not lock scanners
+    out. (Receiver processes are counted by the node's dispatcher instead, with a grace:
+    :mod:`service.association_grace`.)
+    """
+    if getattr(event.assoc, "grace", None) is not None:
+        return False
+    requested = [assoc for assoc in event.assoc.ae.active_associations
+                 if assoc.is_acceptor and assoc is not event.assoc
+                 and assoc.requestor.primitive is not None]
+    return len(requested) >= config.node.max_associations
 
 
 def _on_accepted(event: Event, assoc_log: AssociationLog) -> None:
@@ -362,7 +384,9 @@ def _tls_peer(event: Event) -> str:
 def build_ae(config: Config) -> AE:
     """An AE with the node's title, limits, allow-list and accepted presentation contexts."""
     ae = AE(ae_title=config.node.ae_title)
-    ae.maximum_associations = config.node.max_associations
+    # The node counts associations itself (the dispatcher, or _over_limit_here), only those
+    # whose request came; pynetdicom's own count includes idle connections.
+    ae.maximum_associations = UNCOUNTED_ASSOCIATIONS
     ae.maximum_pdu_size = config.node.max_pdu_bytes
     ae.network_timeout = config.node.network_timeout_s
     ae.association_request_deadline_s = config.node.association_request_timeout_s  # type: ignore[attr-defined]

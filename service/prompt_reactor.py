@@ -46,6 +46,8 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from pynetdicom.utils import make_target
 
 from service.accept_guard import RefusedAtAccept
+from service.association_grace import GraceCount
+from service.dispatch import DONE
 from service.spool import SpoolingDIMSE, SpoolReserve, make_spooling
 
 LOGGER = logging.getLogger("pynetdicom.assoc")
@@ -263,6 +265,10 @@ class PromptAssociation(Association):
     over_limit = False
     """Handed over while the node held ``max_associations`` already: to be rejected."""
 
+    grace: GraceCount | None = None
+    """How its connection counts against ``max_associations``
+    (:mod:`service.association_grace`); the A-ASSOCIATE-RQ handler calls ``requested``."""
+
     def run(self) -> None:
         """The association thread (upstream), then :attr:`on_end`."""
         try:
@@ -352,7 +358,9 @@ class PromptRequestHandler(RequestHandler):
             make_spooling(assoc.dimse, spool)
         if isinstance(self.server, DispatchedAssociationServer):
             prompt = cast(PromptAssociation, assoc)
-            prompt.on_end = self.server.on_connection_end
+            count = self.server.count_of(self.request.fileno())
+            prompt.on_end = count.end if count is not None else self.server.on_connection_end
+            prompt.grace = count
             prompt.over_limit = self.server.take_over_limit(self.request.fileno())
         return assoc
 
@@ -386,17 +394,28 @@ class DispatchedAssociationServer(PromptAssociationServer):
     """A prompt server without a listening socket: another process accepts the connections
     and hands them over (:mod:`service.receivers`), one :meth:`serve_connection` each.
 
-    :attr:`on_connection_end` is called once per handed-over connection when it is done with
-    (its association thread ended, or its TLS handshake failed), so the process that hands
-    connections out can count what each server is busy with.
+    Each handed-over connection's :class:`~service.association_grace.GraceCount` reports
+    through :attr:`tell` when it is done with (its association thread ended, or its TLS
+    handshake failed), and when it stays without an association request past
+    :attr:`association_grace_s`, so the process that hands connections out can count what
+    each server is busy with.
     """
 
-    on_connection_end: Callable[[], None] = staticmethod(lambda: None)
+    tell: Callable[[bytes], None] = staticmethod(lambda message: None)
+    """Sends one :mod:`service.dispatch` message to the process that hands connections out."""
+
+    association_grace_s: float | None = None
+    """``node.association_grace_s``; None: a connection counts until it ends."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._over_limit: set[int] = set()
         self._over_limit_lock = threading.Lock()
+        self._counts: dict[int, GraceCount] = {}
         super().__init__(*args, **kwargs)
+
+    def on_connection_end(self) -> None:
+        """A connection without a :class:`GraceCount` of its own is done with."""
+        self.tell(DONE)
 
     def server_bind(self) -> None:
         """No socket of its own to bind."""
@@ -411,10 +430,26 @@ class DispatchedAssociationServer(PromptAssociationServer):
         ``over_limit``: the node holds its maximum of associations already; the association
         gets ``over_limit = True`` for the A-ASSOCIATE-RQ handler to reject it.
         """
-        if over_limit:
-            with self._over_limit_lock:
-                self._over_limit.add(connection.fileno())
+        fileno = connection.fileno()
+        with self._over_limit_lock:
+            if over_limit:
+                self._over_limit.add(fileno)
+            self._counts[fileno] = GraceCount(self.tell, self.association_grace_s)
         self.process_request(connection, address)
+
+    def count_of(self, fileno: int) -> GraceCount | None:
+        """The count of the connection on ``fileno`` while it is being set up."""
+        with self._over_limit_lock:
+            return self._counts.get(fileno)
+
+    def abandon(self, fileno: int) -> None:
+        """A handed-over connection that could not be served is done with."""
+        with self._over_limit_lock:
+            count = self._counts.pop(fileno, None)
+        if count is not None:
+            count.end()
+        else:
+            self.on_connection_end()
 
     def take_over_limit(self, fileno: int) -> bool:
         """Whether the connection on ``fileno`` was handed over beyond the limit (once)."""
@@ -426,13 +461,21 @@ class DispatchedAssociationServer(PromptAssociationServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """TLS handshake (where upstream does it at ``accept``), then upstream's handling."""
+        fileno = request.fileno()
+        count = self.count_of(fileno)
         try:
             if self.ssl_context is not None:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
             super().finish_request(request, client_address)
         except BaseException:
-            self.on_connection_end()
+            if count is not None:
+                count.end()  # once: its association, if it got one, ends it no second time
+            else:
+                self.on_connection_end()
             raise
+        finally:  # the association, once created, holds the count itself
+            with self._over_limit_lock:
+                self._counts.pop(fileno, None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that failed before its association (a TLS handshake, mostly): audit

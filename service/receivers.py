@@ -208,7 +208,8 @@ def receiver_main(config: Config, channel: socket.socket, events: Connection,
         with send_lock, contextlib.suppress(OSError):
             channel.send(message)
 
-    server.on_connection_end = lambda: tell(DONE)  # type: ignore[method-assign]
+    server.tell = tell  # type: ignore[method-assign]
+    server.association_grace_s = config.node.association_grace_s
     threading.Thread(target=_take_connections,
                      args=(channel, server, config.node.network_timeout_s, tell),
                      name="take", daemon=True).start()
@@ -255,7 +256,7 @@ def _take_connections(channel: socket.socket, server: DispatchedAssociationServe
             except Exception:  # never let one connection stop the hand-over
                 log.exception("could not serve a handed-over connection")
                 connection.close()
-                server.on_connection_end()
+                server.abandon(fd)
 
 
 class ReceiverPool:
