@@ -233,6 +233,11 @@ class HttpConfig(_Section):
     """Host names (without port) a request's Host header may name, besides ``host``,
     ``localhost``, 127.0.0.1 and ::1 (against DNS rebinding). Empty and bound to a wildcard
     address (0.0.0.0, ::): any (the token protects it)."""
+    max_connections: int = Field(default=100, ge=1)
+    """Connections served at once; a request beyond them is answered 503 at once."""
+    request_header_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a connection has to send a complete request head (from its opening, or from the
+    end of its previous response); then it is closed (against slow-header floods)."""
 
     @property
     def is_loopback(self) -> bool:

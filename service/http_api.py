@@ -29,6 +29,7 @@ from pydicom import dcmread
 
 from service import pages
 from service.cohort import cohort_statistics, statistics_json
+from service.http_limits import bounded_h11
 from service.store import is_valid_uid
 
 if TYPE_CHECKING:
@@ -207,7 +208,9 @@ class HttpServer:
     def __init__(self, node: Node) -> None:
         http = node.config.http
         config = uvicorn.Config(create_app(node), host=http.host, port=http.port,
-                                log_level="warning", access_log=False, lifespan="off")
+                                log_level="warning", access_log=False, lifespan="off",
+                                http=bounded_h11(http.request_header_timeout_s),
+                                limit_concurrency=http.max_connections)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
