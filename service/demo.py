@@ -20,9 +20,10 @@ from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationCo
 from pynetdicom.events import Event
 
 from service.config import Config, Destination
-from service.index import ExportState, StudyState
+from service.index_exports import ExportState
 from service.node import Node
 from service.report_text import format_table
+from service.study_state import StudyState
 
 DEMO_PACS_AE = "DEMOPACS"
 TIMEOUT_S = 300.0

@@ -28,7 +28,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
-from service.index import Index, IndexUnavailableError, InstanceRecord, StudyState
+from service.index import Index, IndexUnavailableError, InstanceRecord
 from service.lifeline import die_with_parent
 from service.listener import start_listener
 from service.metrics import Metrics
@@ -40,6 +40,7 @@ from service.retention import purge_delivered
 from service.routing_node import Router
 from service.sender import Sender
 from service.store import InstanceConflictError, InstanceStore
+from service.study_state import StudyState
 
 log = logging.getLogger("hypoxnode.node")
 

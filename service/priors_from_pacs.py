@@ -38,12 +38,13 @@ from typing import Any
 
 from quant.pairing import StudyFacts
 from service.config import Config
-from service.index import Index, StudyState
+from service.index import Index
 from service.priors_pacs import Pacs, PacsError
 from service.retention import purge_study
 from service.routing import Decision
 from service.routing_node import Router
 from service.sender import next_delay_s
+from service.study_state import StudyState
 
 log = logging.getLogger("hypoxnode.priors")
 

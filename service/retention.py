@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.audit import audit
-from service.index import Index, StudyState
+from service.index import Index
 from service.store import InstanceStore
+from service.study_state import StudyState
 
 log = logging.getLogger("hypoxnode.retention")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Config
-from service.index import Index, StudyState
+from service.index import Index
 from service.retention import purge_study
 from service.routing import (
     DEFAULT_RULE,
@@ -38,6 +38,7 @@ from service.routing import (
 from service.routing_forward import Forwarder
 from service.routing_store import FAILED, PENDING, SENT, RoutingStore
 from service.store import InstanceStore
+from service.study_state import StudyState
 
 log = logging.getLogger("hypoxnode.routing")
 audit = logging.getLogger("hypoxnode.audit")

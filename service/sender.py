@@ -25,7 +25,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from service import dimse_status
 from service.config import Config, Destination
 from service.delivery import DestinationWorkers, Item, Outcome, Peer, deliver
-from service.index import ExportRecord, Index
+from service.index import Index
+from service.index_exports import ExportRecord
 from service.metrics import Metrics
 
 log = logging.getLogger("hypoxnode.sender")
