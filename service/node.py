@@ -9,52 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import sqlite3
-import threading
 import time
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
-from pydicom import dcmread
 from pynetdicom.transport import ThreadedAssociationServer
 
 from service.audit import audit, open_audit_file
 from service.config import Config
 from service.http_api import HttpServer
-from service.index import Index, IndexUnavailableError, InstanceRecord
-from service.lifeline import die_with_parent
+from service.index import Index, IndexUnavailableError
 from service.listener import start_listener
 from service.metrics import Metrics
 from service.prior_lookup import follow_up_input
 from service.priors_from_pacs import PriorsFromPacs
-from service.processing import ProcessingOutcome, process_study, warm_up
+from service.processing import ProcessingOutcome
 from service.receivers import ReceiverPool
+from service.reconcile import reconcile
 from service.retention import purge_delivered
 from service.routing_node import Router
 from service.sender import Sender
-from service.store import InstanceConflictError, InstanceStore
+from service.store import InstanceStore
 from service.study_state import StudyState
+from service.worker_pool import WorkerPool
 
 log = logging.getLogger("hypoxnode.node")
-
-MAX_WORKER_CRASHES = 1
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One study handed to the worker pool."""
-
-    future: Future[ProcessingOutcome]
-    pool: ProcessPoolExecutor
-    generation: int
-"""A study whose worker process died is processed again this many times before it fails."""
 
 
 class Node:
@@ -79,18 +61,12 @@ class Node:
         self.router = Router(config, self.index, self.store)
         self.priors = PriorsFromPacs(config, self.index, self.router, self.reprocess)
         self.scheduler = BackgroundScheduler(daemon=True)
-        self._executor: ProcessPoolExecutor | None = None
+        self.workers = WorkerPool(config.quant.workers, config.quant.worker_max_studies,
+                                  self._process_again)
         self._server: ThreadedAssociationServer | None = None
         self._receivers = ReceiverPool(config, self.metrics)
         self._http: HttpServer | None = None
-        self._in_flight: dict[str, _Job] = {}
-        self._studies_in_pool = 0
-        self._lock = threading.Lock()
         self._audit_handler: logging.Handler | None = None
-        self._crashes: dict[str, int] = {}
-        self._suspects: set[str] = set()
-        self._shared_pools: set[int] = set()
-        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -120,7 +96,7 @@ class Node:
         except sqlite3.DatabaseError as exc:  # corrupt pages, read-only file, disk gone
             raise IndexUnavailableError(
                 f"the index {self.index.path} cannot be read or written: {exc}") from exc
-        self._executor = self._new_executor()
+        self.workers.start()
         self.scheduler.add_job(
             self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
             id="check-studies", max_instances=1, coalesce=True,
@@ -177,10 +153,7 @@ class Node:
         if self._http is not None:
             self._http.stop()
             self._http = None
-        self._stopping = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self.workers.stop()
         self.index.close()
         self.router.close()
         self.priors.close()
@@ -191,125 +164,26 @@ class Node:
             self._audit_handler = None
 
     def _reconcile(self) -> None:
-        """Make the index and the disk agree after any stop, clean or not.
-
-        - ``tmp/`` holds writes that never completed: removed (never acknowledged).
-        - An index row whose file is gone: dropped (the study is re-checked when due).
-        - A file with no index row: the node stopped between the rename and the index commit,
-          or a power cut lost the row (instance rows are written ``synchronous=NORMAL``).
-          It is indexed again; a study already done whose processed count covers it stays
-          done (:meth:`Index.recover_instance`), so a lost row never sends results out again.
-        - A file that does not read as the instance its path names, or whose SOPInstanceUID
-          is indexed elsewhere, is never deleted (it may have been acknowledged): it is moved
-          to ``quarantine/`` with its reason, audited, and listed on the status page.
-        - Studies left queued or processing go back to receiving and are processed again.
-        """
-        removed = self.store.clear_tmp()
-        if removed:
-            log.warning("removed %d partial file(s) left by an interrupted write", removed)
-        indexed = self.index.all_instance_paths()
-        missing = [uid for uid, path in indexed.items() if not Path(path).is_file()]
-        if missing:
-            log.error("%d indexed instance(s) missing on disk; dropped from the index",
-                      len(missing))
-            self.index.forget_instances(missing)
-        known = set(indexed.values())
-        recovered = due = quarantined = 0
-        for path in self.store.instance_files():
-            if str(path) in known:
-                continue
-            record, why = self._record_for_orphan(path)
-            if record is not None:
-                try:
-                    due += self.index.recover_instance(record)
-                    recovered += 1
-                    continue
-                except InstanceConflictError as exc:
-                    why = str(exc)
-            moved = self.store.quarantine(path, why)
-            quarantined += 1
-            audit.warning("instance file %s quarantined as %s: %s", path.name, moved, why)
-        if recovered or quarantined:
-            log.warning(
-                "%d instance file(s) on disk were not in the index: %d indexed again (%d of"
-                " them make their study due), %d quarantined in %s", recovered + quarantined,
-                recovered, due, quarantined, self.store.quarantine_dir,
-            )
-        requeued = self.index.requeue_interrupted()
-        if requeued:
-            log.warning("requeued %d study(ies) interrupted by the last stop", len(requeued))
-
-    def _record_for_orphan(self, path: Path) -> tuple[InstanceRecord | None, str]:
-        """The index row of an unindexed instance file, or None and why it is not a sound
-        one (no patient data in the reason)."""
-        try:
-            dataset = dcmread(path, stop_before_pixels=True)
-            uids = (str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID),
-                    str(dataset.SOPInstanceUID))
-            if self.store.instance_path(*uids) != path:
-                return None, "its UIDs do not name the path it is stored under"
-            return InstanceRecord(
-                sop_instance_uid=uids[2],
-                sop_class_uid=str(dataset.file_meta.MediaStorageSOPClassUID),
-                study_instance_uid=uids[0],
-                series_instance_uid=uids[1],
-                modality=str(dataset.get("Modality", "")),
-                path=str(path),
-                size_bytes=path.stat().st_size,
-                calling_ae_title="",
-                received_at=time.time(),
-            ), ""
-        except Exception as exc:  # any unreadable or inconsistent file: not indexed
-            return None, f"unreadable as a DICOM instance ({type(exc).__name__})"
+        """Make the index and the disk agree after any stop (:mod:`service.reconcile`)."""
+        reconcile(self.store, self.index)
 
     # -- jobs --------------------------------------------------------------------------------
 
     def check_studies(self) -> None:
-        """Scheduler job: queue studies quiet for ``stable_seconds`` and collect finished ones."""
+        """Scheduler job: queue studies quiet for ``stable_seconds`` and collect finished ones.
+
+        A study is complete when no instance of it arrived for ``study.stable_seconds``; it is
+        then queued once (compare-and-set on its state), routed, and processed.
+        """
         self._collect_finished()
         quiet_before = time.time() - self.config.study.stable_seconds
         for study_uid in self.index.due_studies(quiet_before):
-            with self._lock:
-                if study_uid in self._in_flight:
-                    continue  # new instances arrived while processing: queue after it finishes
-                # A study that was in a pool when a worker died runs alone, so that a second
-                # crash identifies the culprit instead of failing everything queued with it.
-                busy = bool(self._in_flight)
-                suspect_running = any(uid in self._suspects for uid in self._in_flight)
-            if suspect_running or (study_uid in self._suspects and busy):
+            if not self.workers.may_start(study_uid):
                 continue
             if self.index.set_study_state(
                 study_uid, StudyState.QUEUED, expected=StudyState.RECEIVING
             ) and not self.router.take(study_uid):  # routing: ignored or forwarded only
                 self._submit(study_uid)
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        """Worker pool of spawned processes, warmed up at once so that the first study does not
-        pay for the imports. (Not ``max_tasks_per_child``: on Python 3.11 it deadlocks when
-        several tasks are queued; :meth:`_recycle_pool` bounds the workers' memory instead.)"""
-        executor = ProcessPoolExecutor(
-            max_workers=self.config.quant.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        executor.submit(warm_up)
-        self._studies_in_pool = 0
-        return executor
-
-    def _recycle_pool(self) -> None:
-        """Replace the worker pool, when idle, after ``worker_max_studies`` studies."""
-        with self._lock:
-            if (
-                self._executor is None
-                or self._in_flight
-                or self._studies_in_pool < self.config.quant.worker_max_studies
-            ):
-                return
-            old, self._executor = self._executor, self._new_executor()
-        old.shutdown(wait=False)
-        log.info("worker pool recycled after %d studies",
-                 self.config.quant.worker_max_studies)
 
     def _wake(self, job_id: str) -> None:
         """Run a scheduler job now instead of at its next interval."""
@@ -319,7 +193,7 @@ class Node:
 
     def _submit(self, study_uid: str) -> None:
         generation = self.index.start_processing(study_uid)
-        if generation is None or self._executor is None:
+        if generation is None or not self.workers.running:
             return
         paths = [record.path for record in self.index.study_instances(study_uid)]
         log.info("processing study %s (%d instances, generation %d)",
@@ -343,87 +217,23 @@ class Node:
             log.info("study %s: %d earlier study(ies) of the subject known",
                      study_uid, len(follow_up.candidates))
         arguments = (config, study_uid, paths, generation, previous_report_path, follow_up)
-        with self._lock:  # the pool may be recycled or replaced concurrently
-            try:
-                future = self._executor.submit(process_study, *arguments)
-            except BrokenProcessPool:  # a worker died since the last collection: fresh pool
-                broken, self._executor = self._executor, self._new_executor()
-                broken.shutdown(wait=False, cancel_futures=True)
-                log.error("a worker process died; started a new worker pool")
-                future = self._executor.submit(process_study, *arguments)
-            self._in_flight[study_uid] = _Job(future, self._executor, generation)
-        future.add_done_callback(lambda _f: self._collect_finished())
-        if study_uid in self._suspects:
-            log.warning("study %s runs alone: it was in the pool when a worker died", study_uid)
-
-    def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._executor is not broken:
-                return  # already replaced
-            self._executor = self._new_executor()
-        broken.shutdown(wait=False, cancel_futures=True)
-        log.error("a worker process died; started a new worker pool")
+        self.workers.submit(study_uid, arguments, generation, self._collect_finished)
 
     def _collect_finished(self) -> None:
-        with self._lock:
-            finished = [(uid, job) for uid, job in self._in_flight.items() if job.future.done()]
-            for uid, _ in finished:
-                del self._in_flight[uid]
-            # A pool that broke while holding several studies: none of them can be blamed.
-            # Its futures may be collected in separate calls, so remember the pool.
-            for _, job in finished:
-                sharing = sum(1 for _, other in finished if other.pool is job.pool) + sum(
-                    1 for other in self._in_flight.values() if other.pool is job.pool)
-                if sharing > 1:
-                    self._shared_pools.add(id(job.pool))
-        for study_uid, job in finished:
-            try:
-                outcome = job.future.result()
-            except CancelledError:
-                # Cancelled by a stop: the study stays "processing" and is requeued at start-up.
-                continue
-            except BrokenProcessPool as exc:
-                # A worker died (OOM killer, a crash in native code). Alone in the pool, the
-                # study is the culprit and gets a strike; with others, nobody can tell, so each
-                # is retried alone (see check_studies) and only a crash while alone counts.
-                self._replace_executor(job.pool)
-                alone = id(job.pool) not in self._shared_pools
-                if self._retry_after_crash(study_uid, strike=alone):
-                    continue
-                outcome = ProcessingOutcome(
-                    study_uid, ok=False,
-                    error=f"the worker process died twice while processing this study ({exc})",
-                )
-            except Exception as exc:
-                outcome = ProcessingOutcome(
-                    study_uid, ok=False, error=f"worker process failed: {exc!r}"
-                )
-            self._record(outcome, job.generation)
-            with self._lock:
-                self._studies_in_pool += 1
-        if finished and not self._stopping:
-            self._recycle_pool()
+        for finished in self.workers.collect():
+            self._record(finished.outcome, finished.generation)
 
-    def _retry_after_crash(self, study_uid: str, strike: bool) -> bool:
-        with self._lock:
-            crashes = self._crashes.get(study_uid, 0) + (1 if strike else 0)
-            self._crashes[study_uid] = crashes
-            self._suspects.add(study_uid)
-        if crashes > MAX_WORKER_CRASHES:
-            return False
+    def _process_again(self, study_uid: str) -> None:
+        """A study whose worker died goes back to receiving, to be processed again."""
         if self.index.set_study_state(
             study_uid, StudyState.RECEIVING, expected=StudyState.PROCESSING
         ):
             log.warning("study %s: worker process died; processing it again", study_uid)
-        return True
 
     def _record(self, outcome: ProcessingOutcome, generation: int) -> None:
         """Record a finished job under the generation it ran for (not the study's current one,
         which new instances may already have moved on)."""
         study_uid = outcome.study_instance_uid
-        with self._lock:
-            self._crashes.pop(study_uid, None)
-            self._suspects.discard(study_uid)
         if outcome.timings_s:
             self.metrics.processing_seconds.observe(sum(outcome.timings_s.values()))
         if outcome.ok:
@@ -490,10 +300,6 @@ class Node:
         )
         self.metrics.exports_pending.set(self.index.export_counts().get("pending", 0))
 
-    def _in_flight_uids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._in_flight)
-
     def status(self) -> dict[str, object]:
         """Node-level status for the API and the home page."""
         return {
@@ -511,7 +317,7 @@ class Node:
             "studies": self.index.count_studies(),
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],
-            "in_flight": self._in_flight_uids(),
+            "in_flight": self.workers.in_flight(),
             "routing": self.router.recent(),
             "priors_from_pacs": self.priors.recent(),
             "quarantined": self.store.quarantined(),
