@@ -31,14 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from quant.figure_registry import keys
 from quant.pairing import Pair, PairKind
 from quant.results import LesionResult, StudyResult
 
 Point = tuple[float, float, float]
-LESION_FIGURES = ("suv_max", "suv_peak", "suv_mean", "tm_max")
+LESION_FIGURES = keys("lesion", compared=True)
 """Figures compared per lesion (``LesionResult`` attributes and ``to_json`` keys)."""
-HYPOXIC_FIGURES = ("hypoxic_volume_ml", "hypoxic_fraction")
-STUDY_FIGURES = ("muscle_suv_mean",)
+HYPOXIC_FIGURES = keys("hypoxic", compared=True)
+STUDY_FIGURES = keys("study", compared=True)
 ALL_FIGURES = (*LESION_FIGURES, *STUDY_FIGURES, *HYPOXIC_FIGURES)
 DEFAULT_TOLERANCE_MM = 20.0
 NOT_ALIGNED = "lesions not matched: different frames of reference"

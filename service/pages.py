@@ -7,9 +7,9 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from quant.figure_registry import FIGURE_LABELS
 from quant.pairing import PAIR_KIND_TEXT, PairKind
 from quant.repeatability import Repeatability
-from service.repeatability_command import FIGURE_LABELS
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2430;background:#fafbfc}

@@ -22,6 +22,7 @@ import csv
 import sys
 from pathlib import Path
 
+from quant.figure_registry import FIGURE_LABELS, figure_units
 from quant.pairing import DEFAULT_TEST_RETEST_DAYS
 from quant.repeatability import LogRepeatability, Repeatability, repeatability
 from service.cohort import index_scan_cohort, index_tracers
@@ -41,25 +42,6 @@ EXIT_USAGE = 1
 EXIT_NO_PAIRS = 2
 STATISTICS_FILE = "repeatability.csv"
 
-FIGURE_LABELS = {
-    "suv_max": "SUVmax",
-    "suv_peak": "SUVpeak",
-    "suv_mean": "SUVmean",
-    "muscle_suv_mean": "Muscle SUVmean",
-    "tm_max": "T/Mmax",
-    "tm_mean": "T/Mmean",
-    "hypoxic_volume_ml": "Hypoxic volume",
-    "hypoxic_fraction": "Hypoxic fraction",
-}
-SUV_FIGURES = ("suv_max", "suv_peak", "suv_mean", "muscle_suv_mean")
-FIXED_UNITS = {"hypoxic_volume_ml": "ml"}
-
-
-def figure_units(figure: str, suv_units: str) -> str:
-    """Units of a figure for labels: ``suv_units`` for SUVs, ``ml`` for volumes, else none."""
-    if figure in SUV_FIGURES:
-        return suv_units
-    return FIXED_UNITS.get(figure, "")
 
 
 def _parser() -> argparse.ArgumentParser:

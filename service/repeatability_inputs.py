@@ -28,18 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from quant.figure_registry import FIGURE_KEYS, keys
+
 MISSING = {"", "na", "nan", "n/a", "none", "null"}
-LESION_FIGURES = ("suv_max", "suv_peak", "suv_mean", "tm_max", "tm_mean")
-JSON_FIGURES = (
-    "suv_max",
-    "suv_peak",
-    "suv_mean",
-    "muscle_suv_mean",
-    "tm_max",
-    "tm_mean",
-    "hypoxic_volume_ml",
-    "hypoxic_fraction",
-)
+LESION_FIGURES = keys("lesion")
+JSON_FIGURES = FIGURE_KEYS
 DEFAULT_SUBJECT_KEYS = ("patient_id", "PatientID")
 
 
