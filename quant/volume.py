@@ -28,16 +28,19 @@ from quant.pet_header import (
     suv_factors,
 )
 from quant.results import SuvFacts
+from quant.slice_geometry import (
+    Plane,
+    Stack,
+    floats,
+    image_from_array,
+    place,
+    plane_of,
+    stack_geometry,
+)
 
 ENHANCED_PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.130"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 
-SAME_POSITION_MM = 0.01
-"""Slices closer than this along the normal are at the same position."""
-SPACING_WARN_FRACTION = 0.001
-"""Slice-spacing deviation (fraction of the median) above which we warn."""
-SPACING_REFUSE_FRACTION = 0.1
-"""Slice-spacing deviation (fraction of the median) above which we refuse (a gap)."""
 PIXEL_DATA = BaseTag(0x7FE00010)
 SLAB_SLICES = 32
 """Slices rescaled at a time while a CT image is built (bounds the extra memory)."""
@@ -75,146 +78,6 @@ class PetVolume:
     frame_numbers: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Plane:
-    """Geometry of one slice: position, orientation, pixel spacing and pixel grid size."""
-
-    position: np.ndarray
-    orientation: np.ndarray
-    pixel_spacing: tuple[float, float]
-    shape: tuple[int, int]
-    thickness: float | None
-
-
-@dataclass(frozen=True)
-class _Stack:
-    order: list[int]
-    origin: np.ndarray
-    direction: np.ndarray
-    spacing: tuple[float, float, float]
-    warnings: tuple[str, ...]
-
-
-def _floats(value: object, count: int, name: str) -> np.ndarray:
-    try:
-        array = np.asarray([float(v) for v in value], dtype=np.float64)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        array = np.zeros(0)
-    if array.shape != (count,):
-        raise QuantificationError(f"{name} missing or malformed: cannot place the slice in space")
-    return array
-
-
-def _plane_of(ds: Dataset) -> _Plane:
-    thickness = ds.get("SliceThickness")
-    return _Plane(
-        position=_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)"),
-        orientation=_floats(
-            ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient (0020,0037)"
-        ),
-        pixel_spacing=tuple(_floats(ds.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)")),  # type: ignore[arg-type]
-        shape=(int(ds.Rows), int(ds.Columns)),
-        thickness=float(thickness) if thickness not in (None, "") else None,
-    )
-
-
-def _stack_geometry(
-    planes: Sequence[_Plane],
-    same_content: Callable[[int, int], bool],
-    tie_break: Sequence[int],
-) -> _Stack:
-    """Sort, de-duplicate and check the spacing of a set of parallel planes.
-
-    Parameters
-    ----------
-    planes
-        Geometry of each slice, in input order.
-    same_content
-        ``same_content(i, j)`` tells whether slices i and j are exact duplicates.
-    tie_break
-        Secondary sort key (InstanceNumber or frame number).
-    """
-    first = planes[0]
-    for plane, label in (
-        (
-            lambda p: not np.allclose(p.orientation, first.orientation, atol=1e-4),
-            "ImageOrientationPatient (0020,0037)",
-        ),
-        (
-            lambda p: not np.allclose(p.pixel_spacing, first.pixel_spacing, rtol=1e-4),
-            "PixelSpacing (0028,0030)",
-        ),
-        (lambda p: p.shape != first.shape, "Rows/Columns (0028,0010/0011)"),
-    ):
-        if any(plane(p) for p in planes):
-            raise QuantificationError(
-                f"{label} differs between slices: not one volume (mixed series or a "
-                "multi-orientation acquisition)"
-            )
-    row = first.orientation[:3] / np.linalg.norm(first.orientation[:3])
-    col = first.orientation[3:] / np.linalg.norm(first.orientation[3:])
-    normal = np.cross(row, col)
-    normal /= np.linalg.norm(normal)
-    along = np.array([p.position @ normal for p in planes])
-    order = [int(i) for i in np.lexsort((np.asarray(tie_break), along))]
-
-    warnings: list[str] = []
-    kept = [order[0]]
-    dropped = 0
-    for index in order[1:]:
-        if abs(along[index] - along[kept[-1]]) < SAME_POSITION_MM:
-            if same_content(kept[-1], index):
-                dropped += 1
-                continue
-            raise QuantificationError(
-                f"two different slices at the same position ({along[index]:.2f} mm along the "
-                "slice normal): several time frames or acquisitions are mixed in one series"
-            )
-        kept.append(index)
-    if dropped:
-        warnings.append(f"{dropped} exact duplicate slice(s) dropped")
-
-    if len(kept) > 1:
-        steps = np.diff(along[kept])
-        median = float(np.median(steps))
-        deviation = float(np.max(np.abs(steps - median))) / median
-        if deviation > SPACING_REFUSE_FRACTION:
-            worst = int(np.argmax(np.abs(steps - median)))
-            raise QuantificationError(
-                f"uneven slice spacing: {steps[worst]:.2f} mm between slices {worst} and "
-                f"{worst + 1} where the median is {median:.2f} mm (missing slices?)"
-            )
-        if deviation > SPACING_WARN_FRACTION:
-            warnings.append(
-                f"slice spacing varies by up to {deviation:.1%} around {median:.3f} mm; "
-                "the median spacing is used"
-            )
-        slice_spacing = median
-    else:
-        slice_spacing = first.thickness or 1.0
-
-    direction = np.column_stack([row, col, normal])
-    origin = planes[kept[0]].position
-    spacing = (float(first.pixel_spacing[1]), float(first.pixel_spacing[0]), slice_spacing)
-    return _Stack(kept, origin, direction, spacing, tuple(warnings))
-
-
-def _image(array: np.ndarray, stack: _Stack) -> sitk.Image:
-    keep = array.dtype in (np.dtype(np.float32), np.dtype(np.int16))
-    image = sitk.GetImageFromArray(
-        np.ascontiguousarray(array, dtype=array.dtype if keep else np.float32)
-    )
-    _place(image, stack)
-    return image
-
-
-def _place(image: sitk.Image, stack: _Stack) -> None:
-    """Give ``image`` the origin, spacing and direction of ``stack``."""
-    image.SetOrigin(tuple(float(v) for v in stack.origin))
-    image.SetSpacing(stack.spacing)
-    image.SetDirection(tuple(float(v) for v in stack.direction.ravel()))
-
-
 def _single_series(datasets: Sequence[Dataset]) -> None:
     series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(series) > 1:
@@ -248,7 +111,7 @@ class _Series:
     """Single-frame slices sorted along the normal, with the rescale of each."""
 
     ordered: list[Dataset]
-    stack: _Stack
+    stack: Stack
     slopes: np.ndarray
     intercepts: np.ndarray
 
@@ -269,9 +132,9 @@ def _sorted_series(datasets: Sequence[Dataset]) -> _Series:
             raise QuantificationError(
                 "NumberOfFrames (0028,0008) > 1 in a single-frame series: not supported"
             )
-    planes = [_plane_of(ds) for ds in datasets]
+    planes = [plane_of(ds) for ds in datasets]
     instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
-    stack = _stack_geometry(planes, _same_pixels(datasets), instance)
+    stack = stack_geometry(planes, _same_pixels(datasets), instance)
     ordered = [datasets[i] for i in stack.order]
     slopes, intercepts = _rescale(ordered)
     return _Series(ordered, stack, slopes, intercepts)
@@ -323,7 +186,7 @@ def _rescale_into(out: np.ndarray, pixels: np.ndarray, slope: float, intercept: 
 
 def _sorted_classic(
     datasets: Sequence[Dataset], dtype: type[np.number] = np.float64
-) -> tuple[list[Dataset], _Stack, np.ndarray]:
+) -> tuple[list[Dataset], Stack, np.ndarray]:
     """Sort single-frame slices along the normal and rescale them, one slice at a time.
 
     The output is allocated once in ``dtype`` and filled slice by slice, so the series never
@@ -385,7 +248,7 @@ def load_pet_suv(datasets: Sequence[Dataset], suv_type: str = "BW") -> PetVolume
     suv_array = values * factors[:, None, None]
     first = ordered[0]
     return PetVolume(
-        suv=_image(suv_array, stack),
+        suv=image_from_array(suv_array, stack),
         sop_instance_uids=[str(ds.SOPInstanceUID) for ds in ordered],
         datasets=ordered,
         facts=_with_warnings(facts, stack.warnings),
@@ -420,17 +283,17 @@ def _load_enhanced_pet(ds: Dataset, suv_type: str) -> PetVolume:
         measures = _frame_item(frame, shared, "PixelMeasuresSequence")
         thickness = measures.get("SliceThickness")
         planes.append(
-            _Plane(
-                position=_floats(
+            Plane(
+                position=floats(
                     position.get("ImagePositionPatient"), 3, "ImagePositionPatient (0020,0032)"
                 ),
-                orientation=_floats(
+                orientation=floats(
                     orientation.get("ImageOrientationPatient"),
                     6,
                     "ImageOrientationPatient (0020,0037)",
                 ),
                 pixel_spacing=tuple(  # type: ignore[arg-type]
-                    _floats(measures.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)")
+                    floats(measures.get("PixelSpacing"), 2, "PixelSpacing (0028,0030)")
                 ),
                 shape=(int(ds.Rows), int(ds.Columns)),
                 thickness=float(thickness) if thickness not in (None, "") else None,
@@ -453,13 +316,13 @@ def _load_enhanced_pet(ds: Dataset, suv_type: str) -> PetVolume:
             and np.array_equal(pixels[i], pixels[j])
         )
 
-    stack = _stack_geometry(planes, same, list(range(len(frames))))
+    stack = stack_geometry(planes, same, list(range(len(frames))))
     order = stack.order
     headers = enhanced_frame_headers(ds)
     factors, facts = suv_factors(ds, [headers[i] for i in order], suv_type)
     values = pixels[order] * slopes[order, None, None] + intercepts[order, None, None]
     return PetVolume(
-        suv=_image(values * factors[:, None, None], stack),
+        suv=image_from_array(values * factors[:, None, None], stack),
         sop_instance_uids=[str(ds.SOPInstanceUID)] * len(order),
         datasets=[ds] * len(order),
         facts=_with_warnings(facts, stack.warnings),
@@ -521,7 +384,7 @@ def _image_in_slabs(series: _Series, dtype: type[np.number]) -> sitk.Image:
         )
         if index - start == len(slab) - 1:
             image[:, :, start:index + 1] = sitk.GetImageFromArray(slab)
-    _place(image, series.stack)
+    place(image, series.stack)
     return image
 
 

@@ -42,9 +42,9 @@ def apply(variants: Sequence[str]) -> None:
                     raise volume.QuantificationError(
                         "NumberOfFrames (0028,0008) > 1 in a single-frame series: not supported"
                     )
-            planes = [volume._plane_of(ds) for ds in datasets]
+            planes = [volume.plane_of(ds) for ds in datasets]
             instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
-            stack = volume._stack_geometry(planes, volume._same_pixels(datasets), instance)
+            stack = volume.stack_geometry(planes, volume._same_pixels(datasets), instance)
             ordered = [datasets[i] for i in stack.order]
             values = np.stack([ds.pixel_array for ds in ordered]).astype(np.float32)
             slopes, intercepts = volume._rescale(ordered)
