@@ -1,19 +1,17 @@
 """How much memory quantifying a study needs, estimated from its headers before any pixel is
 decoded, against the node's ceiling (``node.max_memory_mb``).
 
-A 512 x 512 PET of 300 slices with its CT took the worker to 4.9 GB (the node promises
-1.5 GB for all its processes); 3,000 slices reached 13.7 GB before the OOM killer. The worker
-now reads the headers (pixel data deferred, :mod:`service.study_files`), estimates the peak
-of the two phases of the quantification and refuses a study above its allowance, saying
-what it would need and what a person can change.
+Quantifying a large study unchecked can take the worker far beyond the ceiling the node
+promises for all its processes. The worker therefore reads the headers (pixel data
+deferred, :mod:`service.study_files`), estimates the peak of the two phases of the
+quantification and refuses a study above its allowance, saying what it would need and what
+a person can change.
 
-The coefficients are measurements of the worker's peak resident memory (``VmHWM`` of a fresh
-process running :func:`service.processing.process_study` on the synthetic bench studies of
-:mod:`tests.bench.studies`; README, "Integrity"): the PET phase (SUV volume,
-segmentation, figures, summary) grows by 55.5 bytes per PET voxel and barely with the CT;
-the CT phase (the CT volume in HU and its resampling onto the PET grid) by 2.2 bytes per CT
-voxel. The figures used here are rounded up (60 bytes per PET voxel: 4.9 GB for the issue's
-512 x 512 x 300 PET with its CT, as measured there).
+The coefficients below are fitted to the worker's measured peak resident memory: the PET
+phase (SUV volume, segmentation, figures, summary) grows with the PET voxels and barely with
+the CT; the CT phase (the CT volume in HU and its resampling onto the PET grid) with the CT
+voxels. The measurements and how to repeat them: ``docs/bench/README.md``, "Measurements
+behind design choices".
 """
 
 from __future__ import annotations

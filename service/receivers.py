@@ -54,8 +54,8 @@ QUICK_DEATH_S = 30.0
 def resolved_count(config: Config) -> int:
     """Receiving processes for ``config``; 1 means the node process itself receives.
 
-    ``receiver_processes = 0`` means one per CPU core, at most 4 (on 2 cores, 4 receivers
-    took 373 instances/s from four senders where 2 took 414: ``docs/bench/levers.md``).
+    ``receiver_processes = 0`` means one per CPU core, at most 4 (measured:
+    ``docs/bench/README.md``, "Measurements behind design choices").
     """
     wanted = config.node.receiver_processes
     return wanted if wanted > 0 else max(1, min(os.cpu_count() or 1, 4))
