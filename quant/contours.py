@@ -5,6 +5,7 @@ Masks are indexed ``[slice, row, column]`` like ``sitk.GetArrayFromImage(referen
 
 from __future__ import annotations
 
+import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
@@ -122,9 +123,10 @@ def rasterise_rtstruct(rtstruct_ds: Dataset, reference: sitk.Image) -> dict[str,
 def seg_masks(seg_ds: Dataset, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Segments of a DICOM SEG on the grid of ``reference`` (nearest neighbour).
 
-    Each reference voxel centre is projected onto the SEG frame planes: it takes the value of
-    the nearest frame of that segment along the normal (within half the SEG slice spacing) at
-    the in-plane pixel it falls into. FRACTIONAL segments are thresholded at 50 %.
+    highdicom reads the SEG as a volume (its frames placed by their plane positions, frames a
+    segment does not cover empty); each reference voxel centre takes the value of the SEG
+    voxel it falls into, and is outside the segment beyond the SEG's extent. FRACTIONAL
+    segments are thresholded at 50 %.
 
     Parameters
     ----------
@@ -141,72 +143,38 @@ def seg_masks(seg_ds: Dataset, reference: sitk.Image) -> dict[str, np.ndarray]:
     Raises
     ------
     QuantificationError
-        Not a SEG, or frames without plane position / orientation.
+        Not a SEG, or frames that do not form a volume (no plane position / orientation, not
+        parallel, irregular spacing).
     """
     if "SegmentSequence" not in seg_ds:
         raise QuantificationError("SegmentSequence (0062,0002) missing: not a DICOM SEG")
-    frames = list(seg_ds.get("PerFrameFunctionalGroupsSequence") or [])
-    shared = (seg_ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
-    pixels = np.asarray(seg_ds.pixel_array).reshape(len(frames), seg_ds.Rows, seg_ds.Columns)
-    if str(seg_ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
-        limit = float(seg_ds.get("MaximumFractionalValue", 255))
-        on = pixels >= 0.5 * limit
-    else:
-        on = pixels > 0
-
-    def item(frame: Dataset, keyword: str) -> Dataset:
-        seq = frame.get(keyword) or shared.get(keyword)
-        if not seq:
-            raise QuantificationError(f"{keyword} missing in the SEG functional groups")
-        return seq[0]
-
-    orientation = np.asarray(
-        [float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient]
-    )
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
-    pixel_spacing = [float(v) for v in item(frames[0], "PixelMeasuresSequence").PixelSpacing]
-    positions = np.asarray(
-        [[float(v) for v in item(f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
-    )
-    segment_of = np.asarray(
-        [int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames]
-    )
-
+    try:
+        seg = hd.seg.Segmentation.from_dataset(seg_ds, copy=True)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise QuantificationError(f"the SEG cannot be read: {exc}") from exc
     origin, spacing, direction, size = _grid(reference)
     kk, jj, ii = np.meshgrid(
         np.arange(size[2]), np.arange(size[1]), np.arange(size[0]), indexing="ij"
     )
     index = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1) * spacing
     points = origin + index @ direction.T
-    depth = points @ normal
-
     out: dict[str, np.ndarray] = {}
-    for segment in seg_ds.SegmentSequence:
+    for segment in seg.SegmentSequence:
         number = int(segment.SegmentNumber)
         label = str(segment.get("SegmentLabel", f"Segment {number}"))
+        try:
+            volume = seg.get_volume(segment_numbers=[number], dtype=np.float32,
+                                    rescale_fractional=True, skip_overlap_checks=True)
+        except (ValueError, RuntimeError, KeyError, AttributeError) as exc:
+            raise QuantificationError(
+                f"segment {label!r} of the SEG does not form a volume: {exc}") from exc
+        array = np.asarray(volume.array)
+        array = array.reshape(array.shape[:3])  # one segment: drop the channel axis
+        to_index = np.linalg.inv(np.asarray(volume.affine, dtype=np.float64))
+        found = np.rint(points @ to_index[:3, :3].T + to_index[:3, 3]).astype(np.int64)
+        inside = np.all((found >= 0) & (found < np.asarray(array.shape)), axis=1)
         mask = np.zeros(points.shape[0], dtype=bool)
-        chosen = np.flatnonzero(segment_of == number)
-        if chosen.size:
-            frame_depth = positions[chosen] @ normal
-            order = np.argsort(frame_depth)
-            chosen, frame_depth = chosen[order], frame_depth[order]
-            steps = np.diff(frame_depth)
-            thickness = float(item(frames[0], "PixelMeasuresSequence").get("SliceThickness") or 0)
-            half = 0.5 * (float(np.min(steps[steps > 1e-3])) if np.any(steps > 1e-3) else thickness)
-            nearest = np.clip(np.searchsorted(frame_depth, depth), 0, chosen.size - 1)
-            below = np.clip(nearest - 1, 0, chosen.size - 1)
-            pick = np.where(
-                np.abs(frame_depth[below] - depth) < np.abs(frame_depth[nearest] - depth),
-                below,
-                nearest,
-            )
-            near = np.abs(frame_depth[pick] - depth) <= max(half, 1e-3)
-            relative = points - positions[chosen[pick]]
-            col = np.round(relative @ row_dir / pixel_spacing[1]).astype(int)
-            row = np.round(relative @ col_dir / pixel_spacing[0]).astype(int)
-            inside = near & (col >= 0) & (col < seg_ds.Columns) & (row >= 0) & (row < seg_ds.Rows)
-            hits = np.flatnonzero(inside)
-            mask[hits] = on[chosen[pick[hits]], row[hits], col[hits]]
+        hits = np.flatnonzero(inside)
+        mask[hits] = array[found[hits, 0], found[hits, 1], found[hits, 2]] >= 0.5
         out[label] = mask.reshape(size[2], size[1], size[0])
     return out
