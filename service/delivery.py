@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -32,6 +33,8 @@ from pynetdicom.events import Event
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 log = logging.getLogger("hypoxnode.delivery")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,52 @@ class DestinationWorkers:
         self.name = name
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._delivered = 0
+
+    def delivered_one(self) -> None:
+        """Count one delivered item (for :meth:`run_due`'s return value)."""
+        with self._lock:
+            self._delivered += 1
+
+    def run_due(self, due: Iterable[T], destination_of: Callable[[T], str],
+                work_for: Callable[[str, list[T]], Callable[[], object] | None],
+                wait: bool) -> int:
+        """Start an attempt for every destination with due items and no attempt running.
+
+        Parameters
+        ----------
+        due
+            The items due now, in queue order.
+        destination_of
+            The destination key of an item.
+        work_for
+            The attempt for one destination's items; None when there is none (the caller
+            dealt with them, e.g. gave up on a destination no longer configured).
+        wait
+            Wait for the attempts started (each bounded by its destination's deadline); the
+            scheduler's tick does not, so the next tick serves the destinations that are free.
+
+        Returns
+        -------
+        int
+            Items the attempts started here delivered (0 when not waiting).
+        """
+        by_destination: dict[str, list[T]] = defaultdict(list)
+        for item in due:
+            by_destination[destination_of(item)].append(item)
+        busy = set(self.busy())
+        started = []
+        before = self._delivered
+        for key, items in by_destination.items():
+            if key in busy:
+                continue  # its attempt is still running: its items are not due twice
+            work = work_for(key, items)
+            if work is not None:
+                started.append(self.start(key, work))
+        if not wait:
+            return 0
+        self.join(started)
+        return self._delivered - before
 
     def busy(self) -> list[str]:
         """Destinations whose attempt is still running."""

@@ -11,9 +11,7 @@ association in that destination's own thread, bounded by its deadline
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -46,8 +44,6 @@ class Forwarder:
             d.key: Peer(d.key, d.ae_title, d.host, d.port, d.deadline_seconds or default)
             for d in config.routing.destinations})
         self.workers = DestinationWorkers("forward")
-        self._delivered = 0
-        self._count_lock = threading.Lock()
 
     def run_once(self, wait: bool = True) -> int:
         """Start an attempt for every destination with due forwards and none running.
@@ -62,25 +58,16 @@ class Forwarder:
         int
             How many forwards the attempts started here delivered (0 when not waiting).
         """
-        by_destination: dict[str, list[ForwardRow]] = defaultdict(list)
-        for row in self.store.due_forwards(self.clock()):
-            by_destination[row.destination].append(row)
-        busy = set(self.workers.busy())
-        started = []
-        before = self._delivered
-        for key, rows in by_destination.items():
-            if key in busy:
-                continue
-            peer = self.peers.get(key)
-            if peer is None:
-                for row in rows:
-                    self.store.forward_failed(row.id, f"destination {key!r} not configured", None)
-                continue
-            started.append(self.workers.start(key, partial(self._send, peer, rows)))
-        if not wait:
-            return 0
-        self.workers.join(started)
-        return self._delivered - before
+        return self.workers.run_due(self.store.due_forwards(self.clock()),
+                                    lambda row: row.destination, self._work_for, wait)
+
+    def _work_for(self, key: str, rows: list[ForwardRow]) -> Callable[[], None] | None:
+        peer = self.peers.get(key)
+        if peer is None:
+            for row in rows:
+                self.store.forward_failed(row.id, f"destination {key!r} not configured", None)
+            return None
+        return partial(self._send, peer, rows)
 
     def _send(self, peer: Peer, rows: list[ForwardRow]) -> None:
         items = []
@@ -101,8 +88,7 @@ class Forwarder:
         if outcome.delivered:
             assert outcome.status is not None
             self.store.forward_done(row.id)
-            with self._count_lock:
-                self._delivered += 1
+            self.workers.delivered_one()
             audit.info("forward %s to %s: %s", row.sop_instance_uid, row.destination,
                        dimse_status.describe(outcome.status))
         elif outcome.final:

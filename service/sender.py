@@ -12,9 +12,7 @@ with the last reason (DICOM status included when there was one).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 
@@ -72,8 +70,6 @@ class Sender:
         self.destinations = {d.key: d for d in config.destinations}
         self.metrics = metrics or Metrics()
         self.workers = DestinationWorkers("export")
-        self._delivered = 0
-        self._count_lock = threading.Lock()
 
     def run_once(self, wait: bool = True) -> int:
         """Start an attempt for every destination with due exports and no attempt running.
@@ -89,25 +85,16 @@ class Sender:
         int
             How many exports the attempts started here delivered (0 when not waiting).
         """
-        by_destination: dict[str, list[ExportRecord]] = defaultdict(list)
-        for export in self.index.due_exports(self.clock()):
-            by_destination[export.destination].append(export)
-        busy = set(self.workers.busy())
-        started = []
-        before = self._delivered
-        for key, exports in by_destination.items():
-            if key in busy:
-                continue  # its attempt is still running: it is not due twice
-            destination = self.destinations.get(key)
-            if destination is None:
-                for export in exports:
-                    self._give_up(export, f"destination {key!r} is no longer configured", None)
-                continue
-            started.append(self.workers.start(key, partial(self._send_to, destination, exports)))
-        if not wait:
-            return 0
-        self.workers.join(started)
-        return self._delivered - before
+        return self.workers.run_due(self.index.due_exports(self.clock()),
+                                    lambda export: export.destination, self._work_for, wait)
+
+    def _work_for(self, key: str, exports: list[ExportRecord]) -> Callable[[], None] | None:
+        destination = self.destinations.get(key)
+        if destination is None:
+            for export in exports:
+                self._give_up(export, f"destination {key!r} is no longer configured", None)
+            return None
+        return partial(self._send_to, destination, exports)
 
     def _send_to(self, destination: Destination, exports: list[ExportRecord]) -> None:
         items = []
@@ -132,8 +119,7 @@ class Sender:
             assert outcome.status is not None
             self.index.export_sent(export.id, outcome.status)
             self.metrics.exports_sent.inc()
-            with self._count_lock:
-                self._delivered += 1
+            self.workers.delivered_one()
             audit.info("export %s to %s: %s", export.sop_instance_uid, export.destination,
                        dimse_status.describe(outcome.status))
         elif outcome.final:
