@@ -22,12 +22,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service import sqlite_db
 from service.identity import KnownInstance
 from service.index_exports import RESULTS_EXPORTS_SCHEMA, ResultsExportsMixin
 from service.index_facts import FACTS_SCHEMA, StudyFactsMixin
@@ -114,12 +114,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
             ) from exc
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={synchronous}")
-        db.execute("PRAGMA busy_timeout=10000")
-        return db
+        return sqlite_db.connect(self.path, synchronous)
 
     def close(self) -> None:
         """Close the connections."""
@@ -127,18 +122,10 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
             self._instance_db.close()
             self._db.close()
 
-    @contextmanager
-    def _transaction(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, db: sqlite3.Connection | None = None
+                     ) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction, on the FULL connection unless ``db`` is given."""
-        db = self._db if db is None else db
-        with self._lock:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        return sqlite_db.transaction(self._db if db is None else db, self._lock)
 
     # -- instances ---------------------------------------------------------------------------
 

@@ -31,12 +31,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from quant.pairing import StudyFacts
+from service import sqlite_db
 from service.config import Config
 from service.index import Index
 from service.priors_pacs import Pacs, PacsError
@@ -113,9 +114,7 @@ class PriorsFromPacs:
         path = config.data_dir / "priors.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite_db.connect(path)
         self._db.executescript(_SCHEMA)
         router.overrides.append(self._route_prior)
         router.no_results_rules.add(PRIOR_RULE)
@@ -130,16 +129,8 @@ class PriorsFromPacs:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_db.transaction(self._db, self._lock)
 
     def _row(self, study_uid: str) -> sqlite3.Row | None:
         with self._lock:
