@@ -49,7 +49,7 @@ from service.association_events import (
 from service.config import Config
 from service.identity import identity_verdict
 from service.index import Index, InstanceRecord
-from service.prompt_reactor import DispatchedAssociationServer, dispatched_server, start_server
+from service.prompt_server import DispatchedAssociationServer, dispatched_server, start_server
 from service.spool import SpoolFile, SpoolReserve, spooled
 from service.store import InstanceStore, StoredFile, StoreError, is_valid_uid
 from service.tls import server_context

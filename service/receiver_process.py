@@ -28,7 +28,7 @@ from service.dispatch import DONE, READY
 from service.index import Index
 from service.listener import dispatched_listener
 from service.logs import set_levels
-from service.prompt_reactor import DispatchedAssociationServer
+from service.prompt_server import DispatchedAssociationServer
 from service.store import InstanceStore
 
 log = logging.getLogger("hypoxnode.receivers")

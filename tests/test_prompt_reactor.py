@@ -26,12 +26,8 @@ from pynetdicom.transport import (
 from service.config import load_config
 from service.index import Index
 from service.listener import start_listener
-from service.prompt_reactor import (
-    PromptAssociation,
-    PromptDUL,
-    PromptRequestHandler,
-    PromptSocket,
-)
+from service.prompt_reactor import PromptAssociation, PromptDUL, PromptSocket
+from service.prompt_server import PromptRequestHandler
 from service.store import InstanceStore
 from tests.peers import storescu, wait_for
 from tests.reliability import ct_study

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         ae.add_supported_context(context.abstract_syntax)
     handlers: list[Any] = [(evt.EVT_C_STORE, handle_store), (evt.EVT_C_ECHO, lambda e: 0x0000)]
     if prompt:
-        from service.prompt_reactor import start_server
+        from service.prompt_server import start_server
 
         server = start_server(ae, ("127.0.0.1", port), handlers)
     else:
