@@ -50,7 +50,8 @@ from service.config import Config
 from service.identity import identity_verdict
 from service.index import Index, InstanceRecord
 from service.prompt_server import DispatchedAssociationServer, dispatched_server, start_server
-from service.spool import SpoolFile, SpoolReserve, spooled
+from service.spool import spooled
+from service.spool_files import SpoolFile, SpoolReserve
 from service.store import InstanceStore, StoredFile, StoreError, is_valid_uid
 from service.tls import server_context
 

@@ -26,7 +26,8 @@ from service.accept_guard import RefusedAtAccept
 from service.association_grace import GraceCount
 from service.dispatch import DONE
 from service.prompt_reactor import AUDIT, PromptAssociation, make_prompt
-from service.spool import SpoolReserve, make_spooling
+from service.spool import make_spooling
+from service.spool_files import SpoolReserve
 
 
 class PromptRequestHandler(RequestHandler):

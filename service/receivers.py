@@ -35,7 +35,7 @@ from service.config import Config
 from service.dispatch import Dispatcher
 from service.metrics import Metrics
 from service.receiver_process import STOP_GRACE_S, receiver_main
-from service.spool import remove_orphans
+from service.spool_files import remove_orphans
 from service.store import InstanceStore
 from service.tls import server_context
 

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from service.config import load_config
 from service.index import Index
 from service.listener import start_listener
-from service.spool import FLOOR_CHUNK_BYTES
+from service.spool_files import FLOOR_CHUNK_BYTES
 from service.store import InstanceStore
 from tests.peers import storescu
 from tests.reliability import dimse_statuses, index_rows, start_test_node

@@ -35,7 +35,7 @@ from service import dimse_status
 from service.config import load_config
 from service.index import Index
 from service.listener import start_listener
-from service.spool import SPOOL_PREFIX, SpoolFile, SpoolReserve, file_meta
+from service.spool_files import SPOOL_PREFIX, SpoolFile, SpoolReserve, file_meta
 from service.store import InstanceStore
 from tests.peers import storescu, wait_for
 
