@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from dicom_templates import codes, sr_comparison, sr_groups
 from dicom_templates.seg import ordered_lesions, segment_numbers, sort_like_result
 from dicom_templates.uids import derive_uid
-from quant.comparison import PairComparison
+from quant.longitudinal.comparison import PairComparison
 from quant.results import StudyResult
 
 
@@ -148,7 +148,8 @@ def build_sr(
         instances arrived, or on request): listed in the Predecessor Documents Sequence and
         named in a text item.
     comparison
-        The comparison with the subject's prior scan (:func:`quant.comparison.compare`):
+        The comparison with the subject's prior scan
+        (:func:`quant.longitudinal.comparison.compare`):
         reported in its own measurement groups.
 
     Returns

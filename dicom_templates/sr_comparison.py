@@ -22,8 +22,8 @@ from pydicom.sr.coding import Code
 from dicom_templates import codes
 from dicom_templates.sr_groups import Group, add_text
 from dicom_templates.uids import derive_uid
-from quant.comparison import FigureChange, LesionComparison, PairComparison
-from quant.pairing import PAIR_KIND_TEXT
+from quant.longitudinal.comparison import FigureChange, LesionComparison, PairComparison
+from quant.longitudinal.pairing import PAIR_KIND_TEXT
 
 Measurement = hd.sr.Measurement
 Evaluation = hd.sr.QualitativeEvaluation

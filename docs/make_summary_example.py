@@ -19,9 +19,9 @@ sys.path.insert(0, str(REPO))
 
 from quant.pipeline import quantify  # noqa: E402
 from service.config import load_config  # noqa: E402
-from service.processing import build_result_objects  # noqa: E402
-from service.study_files import find_files, read_study  # noqa: E402
-from tests.synthetic import make_study, write_study  # noqa: E402
+from service.pipeline.processing import build_result_objects  # noqa: E402
+from service.storage.study_files import find_files, read_study  # noqa: E402
+from service.synthetic import make_study, write_study  # noqa: E402
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 Nothing in this package touches files, the network or the database. Plain numbers, numpy
 arrays and SimpleITK images go in; numbers and masks come out. The one exception is the thin
-adapter layer (:mod:`quant.pet_header`, :mod:`quant.pet_times`, :mod:`quant.volume`) that
+adapter layer (:mod:`quant.suv.pet_header`, :mod:`quant.suv.pet_times`, :mod:`quant.image.volume`)
+that
 reads attribute values from already-loaded pydicom datasets.
 """

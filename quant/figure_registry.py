@@ -2,8 +2,9 @@
 
 Every place that lists figures takes them from here: the result JSON's keys
 (:class:`quant.results.LesionResult` attributes and ``StudyResult.to_json``), the follow-up
-comparison (:mod:`quant.comparison`), the repeatability inputs and statistics
-(``service/repeatability_inputs.py``, ``service/repeatability_command.py``) and the pages.
+comparison (:mod:`quant.longitudinal.comparison`), the repeatability inputs and statistics
+(``service/report/repeatability_inputs.py``, ``service/cli/repeatability_command.py``) and the
+pages.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Figure:
     units: Literal["suv", "ml", ""]
     """``suv``: the study's SUV units (g/ml for SUVbw); ``ml``; or none (ratios, fractions)."""
     compared: bool
-    """Compared with a prior study in follow-up (:mod:`quant.comparison`)."""
+    """Compared with a prior study in follow-up (:mod:`quant.longitudinal.comparison`)."""
 
 
 FIGURES: tuple[Figure, ...] = (

@@ -13,17 +13,17 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from quant.candidates import Detection
 from quant.errors import QuantificationError
 from quant.figures import lesion_figures
-from quant.landmarks import landmarks_from_ct
+from quant.image.supplied_contours import supplied_tumour_masks
+from quant.image.volume import PetVolume, load_ct_hu, load_pet_suv, resample_to
 from quant.provenance import detection_method, method_record
 from quant.results import ExcludedCandidate, LesionResult, StudyResult
-from quant.segmentation import detect, muscle_reference
+from quant.segmentation.candidates import Detection
+from quant.segmentation.landmarks import landmarks_from_ct
+from quant.segmentation.regions import detect, muscle_reference
 from quant.settings import QuantSettings
-from quant.supplied_contours import supplied_tumour_masks
-from quant.tracers import identify_tracer
-from quant.volume import PetVolume, load_ct_hu, load_pet_suv, resample_to
+from quant.suv.tracers import identify_tracer
 
 TUMOUR_ROI_PATTERN = r"(?i)\b(gtv|tumou?r|lesion|ctv_?t?)|^gtv"
 """Default rule for a supplied contour that names the tumour (RTSTRUCT ROIName, SEG
@@ -88,7 +88,7 @@ def quantify(
         The CT series on the same frame of reference, or empty.
     structures
         RTSTRUCT and SEG datasets of the study; a tumour ROI among them (see
-        :mod:`quant.supplied_contours`) is quantified instead of searching.
+        :mod:`quant.image.supplied_contours`) is quantified instead of searching.
     settings
         Thresholds and method parameters.
     tumour_roi_pattern

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from quant.candidates import Detection
 from quant.figures import PEAK_SPHERE_DIAMETER_MM
+from quant.segmentation.candidates import Detection
 from quant.settings import QuantSettings
-from quant.tracers import TracerProfile
+from quant.suv.tracers import TracerProfile
 
 
 def _numbers(values: object) -> str:
@@ -119,9 +119,10 @@ def detection_method(found: Detection, fov: str | None) -> dict[str, Any]:
     Parameters
     ----------
     found
-        The detector's record (:class:`quant.candidates.Detection`).
+        The detector's record (:class:`quant.segmentation.candidates.Detection`).
     fov
-        Field of view from the CT landmarks (:data:`quant.landmarks.FOV_KINDS`), None: no CT.
+        Field of view from the CT landmarks (:data:`quant.segmentation.landmarks.FOV_KINDS`), None:
+        no CT.
     """
     if fov is None:
         rules = "none (no CT)"

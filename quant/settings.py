@@ -5,7 +5,7 @@ Where a value comes from, most specific first:
 1. a per-tracer override (``QuantSettings.tracers["18F-FMISO"]``, from
    ``[quant.tracers."18F-FMISO"]`` in the configuration);
 2. the global value (``QuantSettings.hypoxic_thresholds`` etc., from ``[quant]``), when set;
-3. the identified tracer's profile (:data:`quant.tracers.PROFILES`).
+3. the identified tracer's profile (:data:`quant.suv.tracers.PROFILES`).
 
 :meth:`QuantSettings.for_tracer` applies that rule once per study and returns settings with
 every value filled in; :meth:`QuantSettings.sources` says which of the three each came from.
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from quant.tracers import TracerProfile, unknown_profile
+from quant.suv.tracers import TracerProfile, unknown_profile
 
 DELINEATION_METHODS = ("percent_of_max", "tm_threshold")
 """``percent_of_max``: isocontour at ``delineation_fraction_of_max`` x the lesion's SUVmax.
@@ -26,7 +26,8 @@ DELINEATION_METHODS = ("percent_of_max", "tm_threshold")
 T = TypeVar("T")
 
 SEARCH_REGIONS = ("head_neck", "thorax", "abdomen_pelvis")
-"""Body regions the automatic search can be restricted to (see :mod:`quant.search_region`)."""
+"""Body regions the automatic search can be restricted to (see
+:mod:`quant.segmentation.search_region`)."""
 
 
 def _check_method(value: str | None, name: str) -> None:
@@ -99,10 +100,10 @@ class QuantSettings:
         found from the lungs on CT. None: the whole field of view.
     excluded_organs
         Physiological uptake excluded from detection (names of
-        :data:`quant.physiology.ORGANS`); None: the tracer profile's list.
+        :data:`quant.segmentation.physiology.ORGANS`); None: the tracer profile's list.
     lesion_noise_sds
         Noise floor ``k``: a candidate's SUVmax must exceed muscle SUVmean + k x muscle SD;
-        None: the tracer profile's value (:attr:`quant.tracers.TracerProfile.lesion_noise_sds`).
+        None: the tracer profile's value (:attr:`quant.suv.tracers.TracerProfile.lesion_noise_sds`).
     tracers
         Per-tracer overrides, by profile name (``"64Cu-ATSM"``, ``"18F-FMISO"``, ...,
         ``"unknown"``).

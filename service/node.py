@@ -18,23 +18,23 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from pynetdicom.transport import ThreadedAssociationServer
 
-from service.audit import audit, open_audit_file
 from service.config import Config
-from service.http_api import HttpServer
-from service.index import Index, IndexUnavailableError
-from service.listener import start_listener
-from service.metrics import Metrics
-from service.prior_lookup import follow_up_input
-from service.priors_from_pacs import PriorsFromPacs
-from service.processing import ProcessingOutcome
-from service.receivers import ReceiverPool
-from service.reconcile import reconcile
-from service.retention import purge_delivered
-from service.routing_node import Router
-from service.sender import Sender
-from service.store import InstanceStore
-from service.study_state import StudyState
-from service.worker_pool import WorkerPool
+from service.export.sender import Sender
+from service.pipeline.prior_lookup import follow_up_input
+from service.pipeline.processing import ProcessingOutcome
+from service.pipeline.worker_pool import WorkerPool
+from service.receive.listener import start_listener
+from service.receive.receivers import ReceiverPool
+from service.report.http_api import HttpServer
+from service.report.metrics import Metrics
+from service.routing.priors_from_pacs import PriorsFromPacs
+from service.routing.router import Router
+from service.runtime.audit import audit, open_audit_file
+from service.storage.index import Index, IndexUnavailableError
+from service.storage.reconcile import reconcile
+from service.storage.retention import purge_delivered
+from service.storage.store import InstanceStore
+from service.storage.study_state import StudyState
 
 log = logging.getLogger("hypoxnode.node")
 
@@ -164,7 +164,7 @@ class Node:
             self._audit_handler = None
 
     def _reconcile(self) -> None:
-        """Make the index and the disk agree after any stop (:mod:`service.reconcile`)."""
+        """Make the index and the disk agree after any stop (:mod:`service.storage.reconcile`)."""
         reconcile(self.store, self.index)
 
     # -- jobs --------------------------------------------------------------------------------

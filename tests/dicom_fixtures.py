@@ -15,7 +15,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, PositronEmissionTomographyI
 
 from dicom_templates.uids import derive_uid
 from quant.results import HypoxicSubvolume, LesionResult, MuscleResult, StudyResult, SuvFacts
-from tests.synthetic import SyntheticStudy
+from service.synthetic import SyntheticStudy
 
 SHAPE = (12, 32, 40)
 """Slices, rows, columns of the test PET grid."""

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.cli import main
-from service.cohort import cohort_statistics, rc_in_use
+from service.cli.main import main
 from service.config import load_config
-from service.index import Index
 from service.node import Node
+from service.report.cohort import cohort_statistics, rc_in_use
+from service.storage.index import Index
 
 T0 = datetime(2024, 3, 5, 10, 0)
 RATIOS = [1.10, 0.92, 1.05, 0.97, 1.15, 0.88, 1.02, 1.08, 0.95, 1.01, 0.90, 1.12]

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from quant.comparison import (
+from quant.image.registration import point_mapper, register_rigid, resample_mask
+from quant.image.volume import load_ct_hu, load_pet_suv, resample_to
+from quant.longitudinal.comparison import (
     NOT_ALIGNED,
     RcInUse,
     compare,
@@ -18,12 +20,10 @@ from quant.comparison import (
     figure_change,
     match_lesions,
 )
-from quant.pairing import Pair, PairKind, StudyFacts
+from quant.longitudinal.pairing import Pair, PairKind, StudyFacts
 from quant.pipeline import CT_AIR_HU, centroid_mm
-from quant.registration import point_mapper, register_rigid, resample_mask
 from quant.results import HypoxicSubvolume, LesionResult, MuscleResult, StudyResult, SuvFacts
-from quant.volume import load_ct_hu, load_pet_suv, resample_to
-from tests.synthetic import make_study
+from service.synthetic import make_study
 
 
 @pytest.mark.parametrize(

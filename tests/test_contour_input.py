@@ -3,7 +3,7 @@
 The expected figures are computed here from first principles: SUV straight from the PET pixel
 data (Units GML, so stored value x RescaleSlope + RescaleIntercept is SUVbw), and the GTV
 polygons filled onto the PET slices with a crossing-number test written in this file (pixel
-centres in patient mm; never ``quant.contours``).
+centres in patient mm; never ``quant.image.contours``).
 """
 
 from __future__ import annotations

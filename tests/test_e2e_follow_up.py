@@ -22,6 +22,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from service.synthetic import SyntheticStudy, make_study, write_study
 from tests.dicomcheck import dciodvfy_errors
 from tests.peers import (
     NodeProcess,
@@ -31,7 +32,6 @@ from tests.peers import (
 )
 from tests.reliability import http_json
 from tests.sr_reading import all_texts, measurement_groups
-from tests.synthetic import SyntheticStudy, make_study, write_study
 
 pytestmark = pytest.mark.e2e
 

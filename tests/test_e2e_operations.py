@@ -19,6 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from service.synthetic import make_study, write_study
 from tests.peers import (
     REPO,
     NodeProcess,
@@ -27,7 +28,6 @@ from tests.peers import (
     storescu,
     wait_for,
 )
-from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
 

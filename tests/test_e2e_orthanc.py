@@ -16,11 +16,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from service.synthetic import make_study, write_study
 from tests.dicomcheck import dciodvfy_errors
 from tests.peers import Orthanc, start_orthanc, storescu, wait_for
 from tests.reliability import destination_toml, start_test_node
 from tests.sr_reading import measurement_groups
-from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 
+from service.synthetic import SyntheticStudy, make_study, write_study
 from tests.peers import REPO, echoscu, storescu, wait_for
 from tests.reliability import start_test_node
-from tests.synthetic import SyntheticStudy, make_study, write_study
 
 
 def _drop_weight(pet: Dataset) -> None:

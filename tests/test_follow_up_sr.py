@@ -1,7 +1,8 @@
 """A follow-up compared with its baseline in the worker's code path, and the SR that reports it.
 
 Baseline and follow-up are synthetic studies of one patient; the follow-up's tumour is 1.5x
-hotter. The comparison goes through :func:`service.follow_up.compare_with_prior` (prior read
+hotter. The comparison goes through :func:`service.pipeline.follow_up.compare_with_prior` (prior
+read
 from files, SEG included), the SR is written, read back and checked by dciodvfy.
 """
 
@@ -13,15 +14,15 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from quant.comparison import NOT_ALIGNED, RcInUse
-from quant.pairing import PairKind
+from quant.longitudinal.comparison import NOT_ALIGNED, RcInUse
+from quant.longitudinal.pairing import PairKind
 from quant.pipeline import QuantifiedStudy, quantify
 from service.config import load_config
-from service.follow_up import REGISTERED, FollowUpInput, PriorCandidate, compare_with_prior
-from service.processing import build_result_objects, encode
+from service.pipeline.follow_up import REGISTERED, FollowUpInput, PriorCandidate, compare_with_prior
+from service.pipeline.processing import build_result_objects, encode
+from service.synthetic import make_study, write_study
 from tests.dicomcheck import dciodvfy_errors
 from tests.sr_reading import all_texts, measurement_groups
-from tests.synthetic import make_study, write_study
 
 FOR = "1.2.826.0.1.3680043.8.498.999"
 FACTOR = 1.5

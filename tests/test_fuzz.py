@@ -30,9 +30,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PositronEmissionTomographyImageStorage,
 )
 
+from service.synthetic import make_study, write_study
 from tests.peers import NodeProcess, echoscu, storescu, wait_for
 from tests.reliability import http_json, no_delay, snapshot, start_test_node
-from tests.synthetic import make_study, write_study
 
 FUZZ_FILES = 1100
 FUZZ_STUDIES = 8

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from service.synthetic import make_study, write_study
 from tests.peers import echoscu, free_port, start_node, start_orthanc, storescu, wait_for
 from tests.reliability import http_json
-from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
 

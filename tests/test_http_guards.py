@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.http_api import cookie_name, session_value
 from service.node import Node
+from service.report.http_api import cookie_name, session_value
 from tests.test_http import _node
 
 

@@ -27,9 +27,9 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.store import InstanceStore
+from service.receive.listener import start_listener
+from service.storage.index import Index
+from service.storage.store import InstanceStore
 
 SUCCESS = 0x0000
 SOP_INSTANCE_MISMATCH = 0xC211

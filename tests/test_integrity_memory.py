@@ -19,14 +19,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from service.memory_budget import (
+from service.pipeline.memory_budget import (
     NODE_SHARE_MB,
     SeriesSize,
     estimated_peak_mb,
     study_allowance_mb,
 )
+from service.synthetic import make_study
 from tests.peers import REPO
-from tests.synthetic import make_study
 
 DEFAULT_CEILING_MB = 1536.0
 
@@ -34,7 +34,7 @@ _WORKER = """
 import json, sys
 from pathlib import Path
 from service.config import load_config
-from service.processing import process_study
+from service.pipeline.processing import process_study
 
 def hwm_mb():
     with open("/proc/self/status") as status:

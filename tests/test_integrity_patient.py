@@ -1,5 +1,5 @@
 """Patient consistency and malformed attributes, in the worker's own function
-(:func:`service.processing.process_study`) and, for the status page, through the node.
+(:func:`service.pipeline.processing.process_study`) and, for the status page, through the node.
 
 Issue 20: a CT of another patient inside a PET study was quantified (muscle reference and
 fused summary from the other patient's CT, results labelled with the PET's patient); a
@@ -18,10 +18,10 @@ import pydicom
 import pytest
 
 from service.config import load_config
-from service.processing import process_study
+from service.pipeline.processing import process_study
+from service.synthetic import make_study, write_study
 from tests.peers import storescu, wait_for
 from tests.reliability import http_json, start_test_node
-from tests.synthetic import make_study, write_study
 
 OTHER = {"PatientID": "OTHER7731", "PatientName": "Other^Person", "PatientBirthDate": "19450707"}
 

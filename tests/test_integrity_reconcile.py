@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from service.synthetic import make_study, write_study
 from tests.peers import REPO, free_port, storescu, wait_for
 from tests.reliability import http_json, index_rows, node_toml, start_test_node
-from tests.synthetic import make_study, write_study
 
 
 def test_lost_rows_keep_a_done_study_done_and_unreadable_files_are_quarantined(

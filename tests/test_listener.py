@@ -14,9 +14,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.store import InstanceStore
+from service.receive.listener import start_listener
+from service.storage.index import Index
+from service.storage.store import InstanceStore
 from tests.peers import echoscu, storescu
 
 

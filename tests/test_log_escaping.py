@@ -6,8 +6,8 @@ import io
 import logging
 from pathlib import Path
 
-from service.audit import audit, open_audit_file
-from service.logs import PlainLineFormatter, escape_control
+from service.runtime.audit import audit, open_audit_file
+from service.runtime.logs import PlainLineFormatter, escape_control
 
 FORGED = "EVIL\r\n2026-12-04 10:00:00,000 INFO hypoxnode.audit: C-STORE ok\x1b[2K"
 

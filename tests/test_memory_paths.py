@@ -17,12 +17,12 @@ import SimpleITK as sitk
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-import quant.volume
+import quant.image.volume
 from quant.figures import component_at, peak_index
-from quant.volume import PIXEL_DATA, load_ct_hu, load_pet_suv
-from service import study_files
-from service.study_files import find_files, read_study
-from tests.synthetic import make_study, write_study
+from quant.image.volume import PIXEL_DATA, load_ct_hu, load_pet_suv
+from service.storage import study_files
+from service.storage.study_files import find_files, read_study
+from service.synthetic import make_study, write_study
 
 
 def _deferred(ds: Dataset) -> bool:
@@ -72,9 +72,9 @@ def test_ct_built_in_slabs_equals_one_slab(
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     slab = next(n for n in (3, 4, 5, 7) if len(datasets) % n)  # a last, shorter slab
 
-    monkeypatch.setattr(quant.volume, "SLAB_SLICES", slab)
+    monkeypatch.setattr(quant.image.volume, "SLAB_SLICES", slab)
     slabs = load_ct_hu(copy.deepcopy(datasets))
-    monkeypatch.setattr(quant.volume, "SLAB_SLICES", len(datasets) + 1)
+    monkeypatch.setattr(quant.image.volume, "SLAB_SLICES", len(datasets) + 1)
     whole = load_ct_hu(datasets)
 
     np.testing.assert_array_equal(_array(slabs), _array(whole))

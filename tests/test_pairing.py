@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from quant.pairing import (
+from quant.longitudinal.pairing import (
     PairKind,
     StudyFacts,
     cohort_pairs,

@@ -15,14 +15,14 @@ from pydicom.dataset import Dataset
 
 from quant.errors import QuantificationError
 from quant.pipeline import QuantifiedStudy, quantify
-from quant.segmentation import detect_lesions
+from quant.segmentation.regions import detect_lesions
 from quant.settings import QuantSettings, TracerOverrides
-from quant.tracers import PROFILES
+from quant.suv.tracers import PROFILES
 from service.config import Config
-from service.config_quant import QuantConfig
-from service.processing import build_result_objects
+from service.config.quant import QuantConfig
+from service.pipeline.processing import build_result_objects
+from service.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
 from tests.sr_reading import measurement_groups
-from tests.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

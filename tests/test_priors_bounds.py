@@ -13,10 +13,10 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 
 from service.config import load_config
-from service.index import Index, InstanceRecord
-from service.priors_from_pacs import GAVE_UP, PENDING, WAITING, PriorsFromPacs
-from service.routing_node import Router
-from service.store import InstanceStore
+from service.routing.priors_from_pacs import GAVE_UP, PENDING, WAITING, PriorsFromPacs
+from service.routing.router import Router
+from service.storage.index import Index, InstanceRecord
+from service.storage.store import InstanceStore
 from tests.peers import free_port
 
 RESULT = {"study_instance_uid": "", "pet_series_instance_uid": "1.2.3.4",

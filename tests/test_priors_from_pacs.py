@@ -22,10 +22,10 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from service.synthetic import make_study, write_study
 from tests.peers import Orthanc, free_port, start_orthanc, storescu, wait_for
 from tests.reliability import destination_toml, http_json, start_test_node
 from tests.sr_reading import all_texts, measurement_groups
-from tests.synthetic import make_study, write_study
 
 pytestmark = pytest.mark.e2e
 

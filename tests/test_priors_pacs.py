@@ -1,7 +1,7 @@
 """Query/retrieve against a real Orthanc: which earlier studies count, their series, C-MOVE.
 
 Small hand-made PET headers (4 x 4 pixels) in Orthanc; the node side is
-:class:`service.priors_pacs.Pacs` alone, answered by Orthanc over loopback.
+:class:`service.routing.priors_pacs.Pacs` alone, answered by Orthanc over loopback.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from service.config_follow_up import PacsPriorsConfig
-from service.priors_pacs import Pacs, PacsError
+from service.config.follow_up import PacsPriorsConfig
+from service.routing.priors_pacs import Pacs, PacsError
 from tests.peers import Orthanc, start_orthanc, storescu
 
 pytestmark = pytest.mark.e2e

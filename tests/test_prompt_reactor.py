@@ -1,4 +1,5 @@
-"""The event-driven acceptor of ``service/prompt_reactor.py`` over real associations."""
+"""The event-driven acceptor of ``service/receive/_pynetdicom/prompt_reactor.py`` over real
+associations."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from pynetdicom.transport import (
 )
 
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.prompt_reactor import PromptAssociation, PromptDUL, PromptSocket
-from service.prompt_server import PromptRequestHandler
-from service.store import InstanceStore
+from service.receive._pynetdicom.prompt_reactor import PromptAssociation, PromptDUL, PromptSocket
+from service.receive._pynetdicom.prompt_server import PromptRequestHandler
+from service.receive.listener import start_listener
+from service.storage.index import Index
+from service.storage.store import InstanceStore
 from tests.peers import storescu, wait_for
 from tests.reliability import ct_study
 
@@ -51,7 +52,8 @@ def test_upstream_methods_are_the_ones_prompt_reactor_was_written_against() -> N
         if hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16] != digest
     ]
     assert not changed, (
-        f"pynetdicom changed {changed}: review service/prompt_reactor.py against the new "
+        f"pynetdicom changed {changed}: review"
+        " service/receive/_pynetdicom/prompt_reactor.py against the new "
         "code, then update the hashes here"
     )
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from service.spool_files import SPOOL_PREFIX
+from service.receive._pynetdicom.spool_files import SPOOL_PREFIX
 from tests.peers import storescu, wait_for
 from tests.reliability import ct_study, http_json, index_rows, start_test_node
 

@@ -1,6 +1,6 @@
 """Automatic regions on real patients: the three ``sts_petct_mirp`` FDG PET/CT WITHOUT their
 RTSTRUCT; the GTV is used only as the answer (filled onto the PET grid by
-:mod:`quant.supplied_contours`, which ``tests/test_contour_input.py`` checks independently).
+:mod:`quant.image.supplied_contours`, which ``tests/test_contour_input.py`` checks independently).
 
 Done-when of issue 14: a reported lesion holds the GTV's hottest voxel and has Dice >= 0.3
 with the GTV, at most one reported lesion lies wholly outside the GTV, and the muscle
@@ -18,9 +18,9 @@ import pytest
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 from pydicom.dataset import Dataset
 
+from quant.image.supplied_contours import supplied_tumour_masks
 from quant.pipeline import TUMOUR_ROI_PATTERN, QuantifiedStudy, quantify
 from quant.settings import QuantSettings
-from quant.supplied_contours import supplied_tumour_masks
 from tests.data_archives import unpack
 
 PATIENTS = ["STS_001", "STS_002", "STS_003"]

@@ -1,6 +1,6 @@
 """Automatic regions on anatomy the rules were not written against (issue 14).
 
-The generator's extensions (``tests/synthetic``): a limb (thigh) field of view, soft tissue of
+The generator's extensions (``service/synthetic``): a limb (thigh) field of view, soft tissue of
 higher uptake and a spleen touching muscle and kidneys, a tumour abutting the bladder or the
 liver, a necrotic tumour with a fluid-density core; every study with 10 % noise and 6 mm blur.
 Figures are checked against the generator's truth through the whole pipeline.
@@ -16,7 +16,7 @@ import pytest
 from quant.pipeline import quantify
 from quant.results import StudyResult
 from quant.settings import QuantSettings
-from tests.synthetic import SyntheticStudy, make_study
+from service.synthetic import SyntheticStudy, make_study
 
 NOISY = {"noise_sd": 0.1, "blur_fwhm_mm": 6.0, "seed": 2}
 ORGAN_MASKS = ("liver_mask", "bladder_mask", "brain_mask", "bowel_mask", "kidney_mask",

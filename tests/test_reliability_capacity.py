@@ -16,9 +16,9 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from service.synthetic import make_study, write_study
 from tests.peers import require_tool, wait_for
 from tests.reliability import http_json, index_rows, start_test_node, store_results
-from tests.synthetic import make_study, write_study
 
 SENDERS = 4
 STUDIES_PER_SENDER = 2

@@ -23,9 +23,9 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from service.synthetic import make_study, write_study
 from tests.peers import NodeProcess, require_tool, storescu, wait_for
 from tests.reliability import http_json, index_rows, start_test_node, store_results
-from tests.synthetic import make_study, write_study
 
 KILL_ROUNDS = 12
 STABLE_SECONDS = 12.0

@@ -21,13 +21,13 @@ from pydicom import examples
 from pydicom.uid import generate_uid
 
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.spool_files import FLOOR_CHUNK_BYTES
-from service.store import InstanceStore
+from service.receive._pynetdicom.spool_files import FLOOR_CHUNK_BYTES
+from service.receive.listener import start_listener
+from service.storage.index import Index
+from service.storage.store import InstanceStore
+from service.synthetic import make_study, write_study
 from tests.peers import storescu
 from tests.reliability import dimse_statuses, index_rows, start_test_node
-from tests.synthetic import make_study, write_study
 
 OUT_OF_RESOURCES = 0xA700
 

@@ -11,9 +11,9 @@ import time
 import urllib.error
 from pathlib import Path
 
+from service.synthetic import make_study, write_study
 from tests.peers import free_port, storescu, wait_for
 from tests.reliability import http_json, index_rows, start_test_node
-from tests.synthetic import make_study, write_study
 
 RETENTION_DAYS = 1.5 / 86400  # 1.5 s
 

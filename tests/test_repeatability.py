@@ -1,4 +1,4 @@
-"""quant.repeatability and quant.distributions: hand-computed tables, printed quantiles and
+"""quant.stats.repeatability and quant.distributions: hand-computed tables, printed quantiles and
 confidence-interval coverage over simulated test-retest cohorts."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pingouin
 import pytest
 
-from quant.repeatability import (
+from quant.stats.repeatability import (
     RC_FACTOR,
     anova_one_way,
     bland_altman,

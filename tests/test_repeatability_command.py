@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quant.repeatability import repeatability
 from quant.results import HypoxicSubvolume, LesionResult, MuscleResult, StudyResult, SuvFacts
-from service.plots import (
+from quant.stats.repeatability import repeatability
+from service.cli.repeatability_command import EXIT_NO_PAIRS, EXIT_OK, EXIT_USAGE, run_repeatability
+from service.report.plots import (
     BIAS_LINE,
     HEIGHT,
     LOA_LINE,
@@ -23,8 +24,7 @@ from service.plots import (
     bland_altman_plot,
     nice_ticks,
 )
-from service.repeatability_command import EXIT_NO_PAIRS, EXIT_OK, EXIT_USAGE, run_repeatability
-from service.repeatability_inputs import figures_from_quantify_json
+from service.report.repeatability_inputs import figures_from_quantify_json
 
 FIGURES = ("suv_max", "tm_max", "hypoxic_volume_ml")
 

@@ -21,12 +21,12 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from service.cli import main
+from service.cli.main import main
 from service.config import ConfigError, load_config
-from service.routing import SeriesHeaders, StudyHeaders, evaluate, profile_config
+from service.routing.rules import SeriesHeaders, StudyHeaders, evaluate, profile_config
+from service.synthetic import make_study, write_study
 from tests.peers import Orthanc, start_orthanc, storescu, wait_for
 from tests.reliability import http_json, start_test_node
-from tests.synthetic import make_study, write_study
 
 ROUTING = """
 [[destinations]]

@@ -20,9 +20,9 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from service.config import ConfigError, load_config
+from service.synthetic import make_study, write_study
 from tests.peers import echoscu, storescu, wait_for
 from tests.reliability import http_json, index_rows, snapshot, start_test_node, store_results
-from tests.synthetic import make_study, write_study
 
 
 @dataclass

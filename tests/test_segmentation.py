@@ -1,4 +1,5 @@
-"""quant.segmentation on generator studies (SUV from the truth, CT resampled onto the PET grid)."""
+"""quant.segmentation.regions on generator studies (SUV from the truth, CT resampled onto the PET
+grid)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import SimpleITK as sitk  # noqa: N813 (the conventional name)
 from quant.errors import QuantificationError
 from quant.figures import lesion_figures
 from quant.results import MuscleResult
-from quant.segmentation import detect_lesions, muscle_reference
+from quant.segmentation.regions import detect_lesions, muscle_reference
 from quant.settings import QuantSettings
-from quant.tracers import PROFILES
-from tests.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
+from quant.suv.tracers import PROFILES
+from service.synthetic import SyntheticStudy, ct_hu_on_pet, make_study, pet_suv_image
 
 SETTINGS = QuantSettings()
 FOVS = ["pelvis", "thorax", "abdomen", "head_neck"]
@@ -201,7 +202,7 @@ def test_without_ct_detection_still_runs() -> None:
 
 def test_ct_on_another_grid_is_refused() -> None:
     study = make_study(field_of_view="pelvis")
-    from tests.synthetic import ct_hu_image
+    from service.synthetic import ct_hu_image
 
     with pytest.raises(ValueError, match="ct_hu_on_pet"):
         muscle_reference(pet_suv_image(study), ct_hu_image(study), SETTINGS)
@@ -217,7 +218,7 @@ def test_no_muscle_on_ct_is_a_quantification_error() -> None:
 
 
 def test_through_quant_volume() -> None:
-    from quant.volume import load_ct_hu, load_pet_suv, resample_to
+    from quant.image.volume import load_ct_hu, load_pet_suv, resample_to
 
     study = make_study(field_of_view="abdomen", noise_sd=0.1, blur_fwhm_mm=6.0, seed=4)
     pet = load_pet_suv(study.pet)

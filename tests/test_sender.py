@@ -13,10 +13,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from quant.pipeline import quantify
 from service.config import Destination, load_config
-from service.index import Index, InstanceRecord
-from service.processing import build_result_objects, encode
-from service.sender import Sender
-from tests.synthetic import make_study
+from service.export.sender import Sender
+from service.pipeline.processing import build_result_objects, encode
+from service.storage.index import Index, InstanceRecord
+from service.synthetic import make_study
 
 SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.sender import next_delay_s
+from service.export.sender import next_delay_s
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""C-STORE data sets written to disk as they arrive (``service/spool.py``), over real
+"""C-STORE data sets written to disk as they arrive (``service/receive/_pynetdicom/spool.py``), over
+real
 associations on loopback.
 
 A pynetdicom requestor sends the P-DATA of one C-STORE grouped as the test chooses, so each
@@ -31,12 +32,12 @@ from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from service import dimse_status
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.spool_files import SPOOL_PREFIX, SpoolFile, SpoolReserve, file_meta
-from service.store import InstanceStore
+from service.receive import dimse_status
+from service.receive._pynetdicom.spool_files import SPOOL_PREFIX, SpoolFile, SpoolReserve, file_meta
+from service.receive.listener import start_listener
+from service.storage.index import Index
+from service.storage.store import InstanceStore
 from tests.peers import storescu, wait_for
 
 FRAGMENT_PDU = 16384

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from service.index import Index, InstanceRecord
-from service.index_exports import ExportState
-from service.store import InstanceConflictError, InstanceStore, is_valid_uid
-from service.study_state import StudyState
+from service.storage.index import Index, InstanceRecord
+from service.storage.index_exports import ExportState
+from service.storage.store import InstanceConflictError, InstanceStore, is_valid_uid
+from service.storage.study_state import StudyState
 
 
 @pytest.mark.parametrize(

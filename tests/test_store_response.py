@@ -1,4 +1,5 @@
-"""The C-STORE-RSP command set of ``service/store_response.py`` is byte for byte what
+"""The C-STORE-RSP command set of ``service/receive/_pynetdicom/store_response.py`` is byte for byte
+what
 pynetdicom encodes, and the node answers real C-STORE requests with it."""
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import CTImageStorage, PositronEmissionTomographyImageStorage  # type: ignore[attr-defined]
 
 from service.config import load_config
-from service.index import Index
-from service.listener import start_listener
-from service.logs import set_levels
-from service.store import InstanceStore
-from service.store_response import c_store_rsp_command
+from service.receive._pynetdicom.store_response import c_store_rsp_command
+from service.receive.listener import start_listener
+from service.runtime.logs import set_levels
+from service.storage.index import Index
+from service.storage.store import InstanceStore
 from tests.peers import storescu
 from tests.reliability import ct_study, dimse_statuses
 
@@ -87,7 +88,7 @@ def test_the_node_answers_storescu_with_it(tmp_path: Path,
         encoded.append(c_store_rsp_command(response))
         return encoded[-1]
 
-    monkeypatch.setattr("service.spool.c_store_rsp_command", counting)
+    monkeypatch.setattr("service.receive._pynetdicom.spool.c_store_rsp_command", counting)
     config = load_config(None, node={"host": "127.0.0.1", "port": 0,
                                      "data_dir": tmp_path / "data"})
     index = Index(tmp_path / "data" / "index.sqlite")

@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-from service.index import Index, InstanceRecord
-from service.retention import purge_study
-from service.store import InstanceStore
-from service.study_state import StudyState
+from service.storage.index import Index, InstanceRecord
+from service.storage.retention import purge_study
+from service.storage.store import InstanceStore
+from service.storage.study_state import StudyState
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = STUDY + ".1"

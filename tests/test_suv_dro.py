@@ -15,9 +15,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from quant.contours import rasterise_rtstruct
-from quant.volume import load_pet_suv
-from service.suv_command import run_suv
+from quant.image.contours import rasterise_rtstruct
+from quant.image.volume import load_pet_suv
+from service.cli.suv_command import run_suv
 from tests.data_archives import unpack
 
 DRO_IDS = [

@@ -1,11 +1,11 @@
-"""quant.suv: parametrized tables of inputs and hand-computed expectations."""
+"""quant.suv.factors: parametrized tables of inputs and hand-computed expectations."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from quant import suv
+from quant.suv import factors as suv
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from quant.volume import load_pet_suv
-from tests.synthetic import SyntheticStudy, make_study
+from quant.image.volume import load_pet_suv
+from service.synthetic import SyntheticStudy, make_study
 from tests.test_suv_header_cases import _enhanced_from
 
 CU64_HALF_LIFE_S = 45721.0
@@ -103,7 +103,7 @@ def test_enhanced_pet_result_objects_are_refused_with_a_reason() -> None:
     from quant.errors import QuantificationError
     from quant.pipeline import quantify
     from service.config import load_config
-    from service.processing import build_result_objects
+    from service.pipeline.processing import build_result_objects
 
     study = make_study(field_of_view="pelvis", seed=9)
     ordered = _pet_sorted(study)

@@ -21,9 +21,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from quant.errors import QuantificationError
-from quant.pet_times import infer_injection_datetime
-from quant.volume import ENHANCED_PET_IMAGE_STORAGE, PetVolume, load_pet_suv
-from service.suv_command import run_suv
+from quant.image.volume import ENHANCED_PET_IMAGE_STORAGE, PetVolume, load_pet_suv
+from quant.suv.pet_times import infer_injection_datetime
+from service.cli.suv_command import run_suv
 from tests.data_archives import unpack
 
 BACKGROUND_BQML = 3600.0

@@ -22,7 +22,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from quant.volume import load_pet_suv
+from quant.image.volume import load_pet_suv
 from tests.data_archives import unpack
 
 BACKGROUND_BQML = 3600.0
@@ -48,7 +48,7 @@ def _dro() -> tuple[Dataset, ...]:
 
 
 def _t_eff(duration_s: float, half_life_s: float) -> float:
-    """Decay-weighted frame mid-time, written out independently of quant.suv."""
+    """Decay-weighted frame mid-time, written out independently of quant.suv.factors."""
     lam = math.log(2) / half_life_s
     return math.log(lam * duration_s / (1 - math.exp(-lam * duration_s))) / lam
 

@@ -1,12 +1,17 @@
-"""quant.nuclides and quant.tracers: identification tables."""
+"""quant.suv.nuclides and quant.suv.tracers: identification tables."""
 
 from __future__ import annotations
 
 import pytest
 from pydicom.dataset import Dataset
 
-from quant.nuclides import choose_nuclide, nuclide_from_code, nuclide_from_text, table_half_life_s
-from quant.tracers import identify_tracer
+from quant.suv.nuclides import (
+    choose_nuclide,
+    nuclide_from_code,
+    nuclide_from_text,
+    table_half_life_s,
+)
+from quant.suv.tracers import identify_tracer
 
 
 @pytest.mark.parametrize(

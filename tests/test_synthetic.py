@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.synthetic import FIELDS_OF_VIEW, Tissue, make_study, write_study
+from service.synthetic import FIELDS_OF_VIEW, Tissue, make_study, write_study
 
 FOVS = sorted(FIELDS_OF_VIEW)
 
@@ -177,7 +177,7 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path) -> None:
 
 
 def test_command_line_writes_a_study(tmp_path: Path) -> None:
-    from tests.synthetic.__main__ import main
+    from service.synthetic.__main__ import main
 
     assert main([str(tmp_path), "--field-of-view", "thorax"]) == 0
     assert len(list((tmp_path / "pet").glob("*.dcm"))) == 48
@@ -187,7 +187,7 @@ def test_command_line_writes_a_study(tmp_path: Path) -> None:
 def test_quant_volume_reads_the_truth_suv() -> None:
     import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
-    from quant.volume import load_pet_suv
+    from quant.image.volume import load_pet_suv
 
     study = make_study(field_of_view="pelvis", noise_sd=0.1, blur_fwhm_mm=6.0)
     volume = load_pet_suv(study.pet)

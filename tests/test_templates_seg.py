@@ -198,7 +198,7 @@ def test_same_inputs_give_the_same_seg() -> None:
 
 
 def test_every_known_tracer_has_codes() -> None:
-    from quant.tracers import PROFILES
+    from quant.suv.tracers import PROFILES
 
     for name, profile in PROFILES.items():
         assert codes.tracer_code(name) is not None, name

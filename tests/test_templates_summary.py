@@ -13,6 +13,7 @@ from PIL import Image
 from dicom_templates.summary import build_summary
 from dicom_templates.summary_render import LESION_LINE, MUSCLE_LINE, render_summary
 from dicom_templates.uids import derive_uid
+from service.synthetic import ct_hu_on_pet, make_study
 from tests.dicom_fixtures import (
     SPACING_MM,
     make_pet_series,
@@ -21,7 +22,6 @@ from tests.dicom_fixtures import (
     result_from_synthetic,
 )
 from tests.dicomcheck import dciodvfy_errors
-from tests.synthetic import ct_hu_on_pet, make_study
 
 
 def _colour_pixels(rgb: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""quant.volume and quant.contours: sorting, duplicates, gaps, CT resampling, RTSTRUCT, SEG."""
+"""quant.image.volume and quant.image.contours: sorting, duplicates, gaps, CT resampling, RTSTRUCT,
+SEG."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from quant.contours import fill_polygon, rasterise_rtstruct, seg_masks
 from quant.errors import QuantificationError
-from quant.volume import load_ct_hu, load_pet_suv, resample_to
-from service.suv_command import run_suv
+from quant.image.contours import fill_polygon, rasterise_rtstruct, seg_masks
+from quant.image.volume import load_ct_hu, load_pet_suv, resample_to
+from service.cli.suv_command import run_suv
 from tests.data_archives import unpack
 
 

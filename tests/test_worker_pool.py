@@ -13,8 +13,8 @@ import pytest
 
 from service.config import load_config
 from service.node import Node
+from service.synthetic import make_study, write_study
 from tests.peers import storescu, wait_for
-from tests.synthetic import make_study, write_study
 
 
 def _pool_workers() -> list[multiprocessing.process.BaseProcess]:

@@ -18,9 +18,9 @@ from PIL import Image
 from dicom_templates.summary_render import render_summary
 from quant.pipeline import TUMOUR_ROI_PATTERN, QuantifiedStudy, quantify
 from quant.settings import QuantSettings
-from quant.supplied_contours import supplied_tumour_masks
+from quant.image.supplied_contours import supplied_tumour_masks
 from tests.data_archives import unpack
-from tests.synthetic import make_study
+from service.synthetic import make_study
 
 OUT = Path(__file__).resolve().parent
 

@@ -6,7 +6,8 @@ the benchmark, never a product::
 
     python tests/bench/bare_scp.py PORT OUTDIR [AE_TITLE] [--prompt]
 
-``--prompt``: with hypoxnode's event-driven reactor (``service/prompt_reactor.py``), to
+``--prompt``: with hypoxnode's event-driven reactor
+(``service/receive/_pynetdicom/prompt_reactor.py``), to
 measure what that alone gains.
 """
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
         ae.add_supported_context(context.abstract_syntax)
     handlers: list[Any] = [(evt.EVT_C_STORE, handle_store), (evt.EVT_C_ECHO, lambda e: 0x0000)]
     if prompt:
-        from service.prompt_server import start_server
+        from service.receive._pynetdicom.prompt_server import start_server
 
         server = start_server(ae, ("127.0.0.1", port), handlers)
     else:

@@ -58,7 +58,7 @@ def descendants(pid: int) -> list[int]:
 
 
 RECEIVER_COMM = "hypoxnode-recv"
-"""``/proc/<pid>/comm`` of the node's receiver processes (``service/receivers.py``)."""
+"""``/proc/<pid>/comm`` of the node's receiver processes (``service/receive/receivers.py``)."""
 
 
 def _comm(pid: int) -> str:

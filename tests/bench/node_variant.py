@@ -11,7 +11,8 @@ gain before anybody writes it. ``HXBENCH_VARIANT`` is a comma-separated list of:
     unique per thread: what a deterministic temporary name in ``InstanceStore`` would give.
 ``upstream-reactor``
     The listener starts pynetdicom's own polling server (``AE.start_server``) instead of the
-    event-driven one of ``service/prompt_reactor.py``: what that module gains (applies when
+    event-driven one of ``service/receive/_pynetdicom/prompt_reactor.py``: what that module gains
+    (applies when
     the node process receives, ``receiver_processes = 1``).
 
 Run with the code under test first on ``PYTHONPATH``::
@@ -51,7 +52,7 @@ def apply(variants: list[str]) -> None:
     if "fast-tmp" in variants:
         tempfile.mkstemp = _fast_mkstemp  # type: ignore[assignment]
     if "upstream-reactor" in variants:
-        from service import listener
+        from service.receive import listener
 
         def upstream(ae: Any, address: Any, handlers: Any, ssl_context: Any = None,
                      spool: Any = None) -> Any:  # upstream does not spool
@@ -64,7 +65,7 @@ def apply(variants: list[str]) -> None:
 def main() -> int:
     """Apply ``HXBENCH_VARIANT`` and run the node's command line."""
     apply([v for v in os.environ.get("HXBENCH_VARIANT", "").split(",") if v])
-    from service.cli import main as cli_main
+    from service.cli.main import main as cli_main
 
     return int(cli_main(sys.argv[1:]))
 

@@ -35,8 +35,8 @@ STEPS: dict[str, tuple[str, str]] = {
     "suv_volume (load_pet_suv)": ("volume.py", "load_pet_suv"),
     "ct_volume (load_ct_hu)": ("volume.py", "load_ct_hu"),
     "ct_to_pet (resample_to)": ("volume.py", "resample_to"),
-    "muscle_reference": ("segmentation.py", "muscle_reference"),
-    "detect_lesions": ("segmentation.py", "detect_lesions"),
+    "muscle_reference": ("muscle.py", "muscle_reference"),
+    "detect_lesions": ("regions.py", "detect_lesions"),
     "lesion_figures": ("figures.py", "lesion_figures"),
     "build_result_objects": ("processing.py", "build_result_objects"),
     "build_seg": ("seg.py", "build_seg"),
@@ -68,8 +68,8 @@ def main(argv: list[str]) -> int:
     from quant_variant import apply_from_environment  # beside this script
 
     from service.config import load_config
-    from service.processing import process_study
-    from service.study_files import find_files
+    from service.pipeline.processing import process_study
+    from service.storage.study_files import find_files
 
     variants = apply_from_environment()
 

@@ -5,11 +5,12 @@ functions of the imported ``quant`` modules so ``profile_processing.py`` can say
 change would gain. ``HXBENCH_QUANT_VARIANT`` is a comma-separated list of:
 
 ``ct-float32``
-    ``quant.volume._sorted_classic`` stacks the stored integers and rescales them in float32,
+    ``quant.image.volume._sorted_classic`` stacks the stored integers and rescales them in float32,
     in place, instead of two float64 copies of the volume (the CT of the whole-body study is
     600 x 512 x 512: 1.26 GB per float64 copy).
 ``bone-once``
-    ``quant.segmentation.enclosed_by_bone`` (a per-slice SimpleITK loop) is computed once per
+    ``quant.segmentation.regions.enclosed_by_bone`` (a per-slice SimpleITK loop) is computed once
+    per
     CT volume instead of once in ``muscle_reference`` and again in ``detect_lesions``.
 """
 
@@ -31,7 +32,7 @@ def apply(variants: Sequence[str]) -> None:
     if unknown:
         raise ValueError(f"HXBENCH_QUANT_VARIANT: unknown {unknown}; known: {VARIANTS}")
     if "ct-float32" in variants:
-        from quant import volume
+        from quant.image import volume
 
         def sorted_classic_f32(datasets: Sequence[Any]) -> tuple[list[Any], Any, np.ndarray]:
             if not datasets:
@@ -54,7 +55,7 @@ def apply(variants: Sequence[str]) -> None:
 
         volume._sorted_classic = sorted_classic_f32
     if "bone-once" in variants:
-        from quant import segmentation
+        from quant.segmentation import regions as segmentation
 
         original = segmentation.enclosed_by_bone
         cache: dict[str, np.ndarray] = {}

@@ -156,7 +156,8 @@ def start_bare_scp(workdir: Path, port: int, code_dir: Path | None = None,
                    prompt: bool = False) -> Running:
     """The bare pynetdicom SCP of ``bare_scp.py`` writing to ``workdir/out`` (no fsync).
 
-    ``prompt``: with the event-driven reactor of ``service/prompt_reactor.py`` in
+    ``prompt``: with the event-driven reactor of ``service/receive/_pynetdicom/prompt_reactor.py``
+    in
     ``code_dir``.
     """
     out = workdir / "out"

@@ -1,10 +1,11 @@
-"""Benchmark-sized synthetic PET/CT studies, built from the pieces of :mod:`tests.synthetic`.
+"""Benchmark-sized synthetic PET/CT studies, built from the pieces of :mod:`service.synthetic`.
 
-``tests.synthetic.make_study`` draws small grids (PET 64 x 64, CT 128 x 128) for fast tests.
+``service.synthetic.make_study`` draws small grids (PET 64 x 64, CT 128 x 128) for fast tests.
 The benchmark needs scanner-sized series (CT 512 x 512, PET 200 x 200, hundreds of slices),
-so this module paints the same analytic anatomy (:func:`~tests.synthetic.anatomy.body_shapes`,
+so this module paints the same analytic anatomy (:func:`~service.synthetic.anatomy.body_shapes`,
 the whole-body tumour) on larger grids and hands the stored values to the same dataset
-builders (:func:`~tests.synthetic.dicom.pet_datasets`, :func:`~tests.synthetic.dicom.ct_datasets`).
+builders (:func:`~service.synthetic.dicom.pet_datasets`,
+:func:`~service.synthetic.dicom.ct_datasets`).
 
 Pixels are rendered once per study size; each *copy* gets its own UIDs (derived from the copy
 number), so several distinct studies of the same size can be sent to one node.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
-from tests.synthetic.anatomy import (
+from service.synthetic.anatomy import (
     HOUNSFIELD,
     TRACERS,
     Tissue,
@@ -29,7 +30,7 @@ from tests.synthetic.anatomy import (
     label_volume,
     tumour_shapes,
 )
-from tests.synthetic.dicom import (
+from service.synthetic.dicom import (
     Grid,
     StudyHeader,
     ct_datasets,
@@ -39,7 +40,7 @@ from tests.synthetic.dicom import (
 )
 
 STORED_MAX = 65000.0
-"""Largest stored PET value of a slice (as in :mod:`tests.synthetic.study`)."""
+"""Largest stored PET value of a slice (as in :mod:`service.synthetic.study`)."""
 LABEL_CHUNK_SLICES = 32
 """Slices painted at a time (bounds the float temporaries of ``label_volume``)."""
 GENERATOR_VERSION = 1
@@ -58,13 +59,13 @@ class BenchStudySpec:
         Number of CT and PET instances (one slice each).
     z_range_mm
         Extent along the body axis (mm) of both series, on the canonical trunk of
-        :mod:`tests.synthetic.anatomy` (0 = pelvic floor, 576 = vertex).
+        :mod:`service.synthetic.anatomy` (0 = pelvic floor, 576 = vertex).
     ct_matrix, ct_fov_mm
         CT rows = columns and field of view (pixel = fov / matrix).
     pet_matrix, pet_fov_mm
         PET rows = columns and field of view.
     tracer
-        Key of :data:`~tests.synthetic.anatomy.TRACERS`.
+        Key of :data:`~service.synthetic.anatomy.TRACERS`.
     noise_sd, blur_fwhm_mm
         PET noise (relative, Gaussian) and blur, as in ``make_study``.
     """

@@ -1,6 +1,7 @@
 """The objects the viewer tests read: a synthetic study quantified and written as the node does.
 
-The study goes through the service's own code path (:func:`service.processing.build_result_objects`)
+The study goes through the service's own code path
+(:func:`service.pipeline.processing.build_result_objects`)
 with one hand-made excluded candidate, so the SR shows an exclusion as PACS would receive it.
 """
 
@@ -14,8 +15,8 @@ import numpy as np
 from quant.pipeline import QuantifiedStudy, quantify
 from quant.results import ExcludedCandidate
 from service.config import load_config
-from service.processing import build_result_objects, encode
-from tests.synthetic import make_study, write_study
+from service.pipeline.processing import build_result_objects, encode
+from service.synthetic import make_study, write_study
 
 
 @dataclass

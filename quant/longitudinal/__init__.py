@@ -1,0 +1,1 @@
+"""Follow-up: pairing studies of one subject and comparing their lesions."""

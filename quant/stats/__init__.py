@@ -1,0 +1,1 @@
+"""Statistics: test-retest repeatability (wCV, RC, ICC) with confidence intervals."""

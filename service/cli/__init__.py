@@ -1,0 +1,2 @@
+"""Command line: ``hypoxnode serve``, ``quantify``, ``demo``, ``suv``, ``repeatability``, ``route-
+test`` and the operator client."""

@@ -1,0 +1,1 @@
+"""Reporting: the HTTP API, status pages, plots, metrics and cohort statistics."""

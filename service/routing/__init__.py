@@ -1,0 +1,2 @@
+"""Routing: which rule a complete study matches (process with a profile, forward, ignore),
+forwarding of originals, and fetching priors from PACS."""
