@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
+from quant.image.masks import bounding_box, labels_of
 from quant.results import HypoxicSubvolume, LesionResult
 
 PEAK_SPHERE_DIAMETER_MM = 12.0
@@ -67,22 +67,11 @@ def component_at(mask: np.ndarray, index: tuple[int, int, int]) -> np.ndarray:
         return out
     # Every path between voxels of the mask lies inside its bounding box: labelling the box
     # gives the same component as labelling the whole image, with box-sized temporaries.
-    box = _box_of(mask)
-    image = sitk.GetImageFromArray(mask[box].astype(np.uint8))
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, True))
+    box = bounding_box(mask)
+    labels, _ = labels_of(mask[box])
     local = tuple(i - b.start for i, b in zip(index, box, strict=True))
     out[box] = labels == labels[local]
     return out
-
-
-def _box_of(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the bounding box of a non-empty bool ``mask`` (one projection per axis)."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
 
 
 def peak_index(values: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:

@@ -32,19 +32,24 @@ class Tarpit:
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)  # the accept loop looks at the stop flag between waits
         self.port = int(self.server.getsockname()[1])
         self.connections = 0
         self.closed_by_node = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
                 peer, _ = self.server.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            peer.settimeout(None)
             self.connections += 1
             thread = threading.Thread(target=self._trickle, args=(peer,), daemon=True)
             self._threads.append(thread)
@@ -62,6 +67,7 @@ class Tarpit:
 
     def stop(self) -> None:
         self._stop.set()
+        self._acceptor.join(5)
         self.server.close()
         for thread in self._threads:
             thread.join(5)

@@ -31,10 +31,10 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.figures import component_at, suv_peak
+from quant.image.masks import bounding_box, labels_of
 from quant.segmentation.landmarks import distance_mm
 from quant.segmentation.physiology import (
     Anatomy,
-    bounding_box,
     organ_part,
     organ_placed,
     physiological_reason,
@@ -59,13 +59,6 @@ class Detection:
     """Organ rules that could fire in this field of view."""
     noise_floor: float | None = None
     small_ignored: int = 0
-
-
-def labels_of(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected component labels (1..n) of ``mask`` and their count."""
-    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    labels = sitk.GetArrayFromImage(image)
-    return labels, int(labels.max())
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:

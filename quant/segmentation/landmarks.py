@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
+from quant.image.masks import components_at_least
 from quant.segmentation.physiology import enclosed_by_bone
 from quant.segmentation.search_region import LUNG_HU, LUNG_MIN_ML, filled_body
 
@@ -87,14 +88,7 @@ def _extent(rows: np.ndarray) -> tuple[int, int] | None:
 
 
 def _lungs(hu: np.ndarray, body: np.ndarray, voxel_ml: float) -> np.ndarray:
-    air = body & (hu < LUNG_HU)
-    labels = sitk.GetArrayFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray(air.astype(np.uint8)), True)
-    )
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    out: np.ndarray = np.isin(labels, np.flatnonzero(counts * voxel_ml >= LUNG_MIN_ML))
-    return out
+    return components_at_least(body & (hu < LUNG_HU), LUNG_MIN_ML, voxel_ml)
 
 
 def landmarks_from_ct(ct_hu_on_pet: sitk.Image) -> Landmarks:

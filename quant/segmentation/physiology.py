@@ -51,6 +51,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.figures import peak_index
+from quant.image.masks import bounding_box, component_sizes, labels_of
 from quant.segmentation.search_region import BODY_HU, LUNG_MIN_ML, filled_body
 
 ORGANS = ("liver", "urine", "brain", "bowel", "heart", "spleen")
@@ -100,12 +101,6 @@ def enclosed_by_bone(hu: np.ndarray) -> np.ndarray:
     separated = sitk.GetImageFromArray(ring_array.astype(np.uint8))
     filled = sitk.GetArrayFromImage(sitk.BinaryFillhole(separated, True, 1)).astype(bool)
     out[with_bone] = (filled & ~ring_array)[1::2]
-    return out
-
-
-def _labels(mask: np.ndarray) -> np.ndarray:
-    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    out: np.ndarray = sitk.GetArrayFromImage(image)
     return out
 
 
@@ -167,10 +162,9 @@ def anatomy_from_ct(ct_hu_on_pet: sitk.Image) -> Anatomy:
     hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
     voxel_ml = float(np.prod(ct_hu_on_pet.GetSpacing())) / 1000.0
     body = filled_body(hu)
-    air_labels = _labels(body & (hu < BODY_HU))
-    counts = np.bincount(air_labels.ravel())
-    counts[0] = 0
-    lung = np.isin(air_labels, np.flatnonzero(counts * voxel_ml >= LUNG_MIN_ML))
+    air_labels, _ = labels_of(body & (hu < BODY_HU))
+    lung = np.isin(air_labels, np.flatnonzero(component_sizes(air_labels) * voxel_ml
+                                              >= LUNG_MIN_ML))
     gas_labels = np.where(lung, 0, air_labels)
     lung_rows = np.flatnonzero(lung.any(axis=(1, 2)))
     affine = _affine(ct_hu_on_pet)
@@ -193,15 +187,6 @@ def anatomy_from_ct(ct_hu_on_pet: sitk.Image) -> Anatomy:
 
 def _fraction_in(values: np.ndarray, window: tuple[float, float]) -> float:
     return float(np.mean((values >= window[0]) & (values <= window[1])))
-
-
-def bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
-    index = np.nonzero(mask)
-    return tuple(
-        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
-        for i, n in zip(index, mask.shape, strict=True)
-    )
 
 
 def _encloses_gas(component: np.ndarray, anatomy: Anatomy) -> bool:

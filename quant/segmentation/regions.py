@@ -40,10 +40,11 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.figures import component_at, peak_index, suv_peak, voxel_volume_ml
+from quant.image.masks import bounding_box
 from quant.segmentation.candidates import Detection, find_candidates, separate
 from quant.segmentation.landmarks import Landmarks, landmarks_from_ct
 from quant.segmentation.muscle import muscle_reference
-from quant.segmentation.physiology import anatomy_from_ct, bounding_box
+from quant.segmentation.physiology import anatomy_from_ct
 from quant.segmentation.search_region import search_mask
 from quant.settings import QuantSettings
 

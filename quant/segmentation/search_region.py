@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.errors import QuantificationError
+from quant.image.masks import component_sizes, labels_of, largest_component
 from quant.settings import QuantSettings
 
 BODY_HU = -500.0
@@ -44,12 +45,7 @@ def voxel_z_mm(image: sitk.Image) -> np.ndarray:
 
 def filled_body(hu: np.ndarray) -> np.ndarray:
     """Body (largest region above -500 HU) with the holes of each axial slice filled."""
-    labels = sitk.GetArrayFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray((hu > BODY_HU).astype(np.uint8)), True)
-    )
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    body = labels == int(np.argmax(counts)) if counts.any() else np.zeros(hu.shape, bool)
+    body = largest_component(hu > BODY_HU)
     out = np.zeros_like(body)
     for k in np.flatnonzero(body.any(axis=(1, 2))):
         filled = sitk.BinaryFillhole(sitk.GetImageFromArray(body[k].astype(np.uint8)), True, 1)
@@ -67,12 +63,9 @@ def lung_z_extent_mm(ct_hu_on_pet: sitk.Image) -> tuple[float, float] | None:
     """
     hu = sitk.GetArrayFromImage(ct_hu_on_pet).astype(np.float64)
     air = filled_body(hu) & (hu < LUNG_HU)
-    labels = sitk.GetArrayFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray(air.astype(np.uint8)), True)
-    )
+    labels, _ = labels_of(air)
     voxel_ml = float(np.prod(ct_hu_on_pet.GetSpacing())) / 1000.0
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
+    counts = component_sizes(labels)
     big = [int(lab) for lab in np.flatnonzero(counts * voxel_ml >= LUNG_MIN_ML)]
     if not big:
         return None
