@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 def _quantify(args: argparse.Namespace, config: Config) -> int:
     from quant.pipeline import quantify
-    from service.pipeline.processing import build_result_objects, encode
+    from service.pipeline.processing import build_result_objects, write_result_objects
     from service.report.report_text import format_table
     from service.storage.study_files import find_files, read_study
 
@@ -153,12 +153,14 @@ def _quantify(args: argparse.Namespace, config: Config) -> int:
     if args.output_dir is not None:
         objects = build_result_objects(quantified, config, generation=1)
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for kind, dataset in (("SEG", objects.seg), ("SR", objects.sr), ("SC", objects.summary)):
-            path = args.output_dir / f"{kind}-{dataset.SOPInstanceUID}.dcm"
-            path.write_bytes(encode(dataset))
-            written.append(str(path))
-        output["outputs"] = written
+        folder: Path = args.output_dir
+
+        def write(data: bytes, kind: str, uid: str) -> Path:
+            path = folder / f"{kind}-{uid}.dcm"
+            path.write_bytes(data)
+            return path
+
+        output["outputs"] = [path for _, _, path in write_result_objects(objects, write)]
     if args.json:
         print(json.dumps(output, indent=2))
     else:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -58,6 +59,25 @@ class ResultObjects:
     seg: Dataset
     sr: Dataset
     summary: Dataset
+
+    def by_kind(self) -> list[tuple[str, Dataset]]:
+        """``(kind, data set)`` of every object, in the order they are written and sent."""
+        return [("SEG", self.seg), ("SR", self.sr), ("SC", self.summary)]
+
+
+def write_result_objects(
+    objects: ResultObjects, write: Callable[[bytes, str, str], Path]
+) -> list[tuple[str, str, str]]:
+    """Encode and write every result object; ``(kind, sop_instance_uid, path)`` of each.
+
+    ``write(data, kind, sop_instance_uid)`` stores one encoded object and returns its path
+    (the node's store, or a folder of the ``quantify`` command).
+    """
+    written = []
+    for kind, dataset in objects.by_kind():
+        uid = str(dataset.SOPInstanceUID)
+        written.append((kind, uid, str(write(encode(dataset), kind, uid))))
+    return written
 
 
 def build_result_objects(
@@ -216,11 +236,9 @@ def _process_study(
         timings["build_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         store = InstanceStore(config.data_dir)
-        outputs = []
-        for kind, dataset in (("SEG", objects.seg), ("SR", objects.sr), ("SC", objects.summary)):
-            uid = str(dataset.SOPInstanceUID)
-            path = store.write_result(encode(dataset), study_instance_uid, kind, uid)
-            outputs.append((kind, uid, str(path)))
+        outputs = write_result_objects(
+            objects, lambda data, kind, uid: store.write_result(data, study_instance_uid, kind,
+                                                                uid))
         timings["write_s"] = time.perf_counter() - mark
     except QuantificationError as exc:
         return ProcessingOutcome(study_instance_uid, ok=False, error=str(exc), timings_s=timings)
