@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint system-deps venv viewers clean
+.PHONY: demo serve test check constraints lint system-deps venv viewers clean
 
 # System tools the tests and demo use as real peers: DCMTK (storescu/echoscu), dicom3tools
 # (dciodvfy), Orthanc (the PACS) with its DICOMweb plugin (what OHIF reads), Chromium +
@@ -34,11 +34,16 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package the tests and the demo install (pip freeze of a venv that
+# passed `make test`); refresh it with `make constraints` after changing pyproject.toml.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+constraints: venv
+	$(PY) -m pip freeze --exclude-editable | grep -v '^hypoxnode' | grep '==' > constraints.txt
 
 venv: $(STAMP)
 
@@ -77,6 +82,11 @@ lint: venv
 
 test: venv system-deps viewers lint
 	$(PY) -m pytest -q
+
+# The fast inner loop: lint, types and the unit tests (no real peers: see PEER_WORDS in
+# tests/conftest.py) on every core. `make test` runs everything, as CI does.
+check: venv lint
+	$(PY) -m pytest -q -n auto -m "not integration"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/data/_unpacked

@@ -15,6 +15,25 @@ from tests.reliability import destination_toml, start_test_node
 
 pytest_plugins = ["tests.leftover_processes"]
 
+PEER_WORDS = ("start_node", "start_test_node", "start_orthanc", "storescu", "echoscu",
+              "webdriver", "subprocess", "start_listener", "start_server", "ReceiverPool",
+              "Node(", "HttpServer", "dciodvfy", "pixelmed", "dcmqi", "node_and_pacs",
+              "node_toml", "dicomcheck")
+"""A test module whose source names one of these starts a real peer (a process, a server
+on a port, a validator): it is an ``integration`` test, left out of ``make check``."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of modules that start real peers ``integration`` (see PEER_WORDS)."""
+    verdicts: dict[str, bool] = {}
+    for item in items:
+        path = str(item.path)
+        if path not in verdicts:
+            source = Path(path).read_text()
+            verdicts[path] = any(word in source for word in PEER_WORDS)
+        if verdicts[path]:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture
 def pacs() -> Iterator[tuple[int, list[str]]]:
