@@ -42,6 +42,18 @@ def wait_for(probe: Callable[[], bool], timeout_s: float, what: str, interval_s:
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def stays(probe: Callable[[], bool], duration_s: float, what: str,
+          interval_s: float = 0.2) -> None:
+    """Poll ``probe`` for ``duration_s``: AssertionError naming ``what`` as soon as it is false
+    (a thing that must not happen is checked all along, not once at the end)."""
+    deadline = time.monotonic() + duration_s
+    while True:
+        assert probe(), f"{what} did not hold"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval_s)
+
+
 def require_tool(name: str) -> str:
     """Path of a required external tool; fails (not skips) when it is missing."""
     path = shutil.which(name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -30,6 +29,7 @@ from service.config import load_config
 from service.receive.listener import start_listener
 from service.storage.index import Index
 from service.storage.store import InstanceStore
+from tests.peers import wait_for
 
 SUCCESS = 0x0000
 SOP_INSTANCE_MISMATCH = 0xC211
@@ -85,8 +85,8 @@ def _raw_store(port: int, ds: Dataset, *, affected_sop_instance: str | None = No
         request.DataSet = BytesIO(_encode(ds))
         # as pynetdicom's own send_c_store: the association thread pauses while we wait
         assoc._reactor_checkpoint.clear()
-        while not assoc._is_paused:
-            time.sleep(0.0001)
+        wait_for(lambda: bool(assoc._is_paused), 10, "the association thread to pause",
+                 interval_s=0.0001)
         try:
             assoc.dimse.send_msg(request, context.context_id)
             _cx, response = assoc.dimse.get_msg(block=True)

@@ -12,7 +12,6 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from service.synthetic import make_study, write_study
-from tests.peers import REPO, free_port, storescu, wait_for
+from tests.peers import REPO, free_port, stays, storescu, wait_for
 from tests.reliability import http_json, index_rows, node_toml, start_test_node
 
 
@@ -66,8 +65,12 @@ def test_lost_rows_keep_a_done_study_done_and_unreadable_files_are_quarantined(
     node = start_test_node(tmp_path / "node", stable_seconds=1.0, port=node.port,
                            http_port=node.http_port)
     try:
-        time.sleep(2.5)  # longer than stable_seconds + a scheduler tick: it would have run
-        info = http_json(node.http_port, f"/api/studies/{study_uid}")  # type: ignore[arg-type]
+        http_port = node.http_port
+        assert http_port is not None
+        # longer than stable_seconds + a scheduler tick: reprocessing would have started
+        stays(lambda: http_json(http_port, f"/api/studies/{study_uid}")["state"] == "done",
+              2.5, "the study staying done (no new generation)")
+        info = http_json(http_port, f"/api/studies/{study_uid}")
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/", timeout=10) as page:
             home = page.read().decode()
     finally:

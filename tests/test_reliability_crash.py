@@ -24,7 +24,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from service.synthetic import make_study, write_study
-from tests.peers import NodeProcess, require_tool, storescu, wait_for
+from tests.peers import NodeProcess, require_tool, stays, storescu, wait_for
 from tests.reliability import http_json, index_rows, start_test_node, store_results
 
 KILL_ROUNDS = 12
@@ -214,8 +214,8 @@ def test_late_series_reprocesses_and_supersedes(tmp_path: Path) -> None:
         wait_for(lambda: at_generation(1), 60, "the first processing")
         # Re-sending instances already processed changes nothing.
         assert storescu(files[:5], node.port, node.ae_title).returncode == 0
-        time.sleep(2.5)  # longer than stable_seconds + a scheduler tick: it would have run
-        assert at_generation(1)
+        # longer than stable_seconds + a scheduler tick: reprocessing would have started
+        stays(lambda: at_generation(1), 2.5, "the study staying at generation 1")
         # A late series does: a new generation that supersedes the first.
         assert storescu(late, node.port, node.ae_title).returncode == 0
         wait_for(lambda: at_generation(2), 60, "the re-processing after the late series")

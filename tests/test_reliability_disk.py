@@ -11,7 +11,6 @@ import copy
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,9 +99,8 @@ def test_three_large_instances_at_the_floor_are_refused_before_they_fill_the_dis
         sending = threading.Event()
 
         def watch() -> None:
-            while not sending.is_set():
+            while not sending.wait(0.01):  # sample the free space until sending ends
                 lowest.append(_free(disk))
-                time.sleep(0.01)
 
         watcher = threading.Thread(target=watch)
         watcher.start()

@@ -12,7 +12,7 @@ import urllib.error
 from pathlib import Path
 
 from service.synthetic import make_study, write_study
-from tests.peers import free_port, storescu, wait_for
+from tests.peers import free_port, stays, storescu, wait_for
 from tests.reliability import http_json, index_rows, start_test_node
 
 RETENTION_DAYS = 1.5 / 86400  # 1.5 s
@@ -79,7 +79,9 @@ def test_undelivered_study_is_kept(tmp_path: Path) -> None:
         port = node.http_port
         wait_for(lambda: http_json(port, f"/api/studies/{study_uid}")["state"] == "done", 90,
                  "the study to be processed")
-        time.sleep(3.0)  # two retention times and several purge runs
+        # two retention times and several purge runs: an undelivered study is never purged
+        stays(lambda: http_json(port, f"/api/studies/{study_uid}")["state"] == "done", 3.0,
+              "the undelivered study staying (not purged)")
         info = http_json(port, f"/api/studies/{study_uid}")
     finally:
         assert node.stop() == 0

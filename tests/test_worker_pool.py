@@ -6,7 +6,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,22 @@ def _pool_workers() -> list[multiprocessing.process.BaseProcess]:
     """The node's processing workers: its children but the receiver processes."""
     return [child for child in multiprocessing.active_children()
             if child.name != "hypoxnode-receiver"]
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from ``/proc/<pid>/stat``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_a_worker_works() -> None:
+    """Until a worker has spent 0.1 s of CPU since now: it is inside the study's work."""
+    before = {child.pid: _cpu_s(child.pid) for child in _pool_workers() if child.pid}
+    wait_for(lambda: any(_cpu_s(pid) - spent >= 0.1 for pid, spent in before.items()), 60,
+             "a worker to be quantifying", interval_s=0.02)
 
 def test_pool_recycled_between_studies_and_every_study_processed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -45,7 +60,8 @@ def test_pool_recycled_between_studies_and_every_study_processed(
             if seed == 1:
                 wait_for(lambda: all(node.index.study(u)["state"] == "done" for u in uids),
                          120, "the first two studies processed")
-                time.sleep(0.5)
+                wait_for(lambda: "worker pool recycled" in caplog.text, 30,
+                         "the pool recycled after two studies")
         wait_for(lambda: all(node.index.study(u)["state"] == "done" for u in uids), 120,
                  "every study processed")
     finally:
@@ -57,7 +73,7 @@ def _kill_workers_while_processing(node: Node, uids: list[str], what: str) -> No
     """SIGKILL the worker processes (children of this test process) once a study is running."""
     wait_for(lambda: any(node.index.study(u)["state"] == "processing" for u in uids), 120,
              f"{what} to start processing")
-    time.sleep(0.3)
+    _wait_until_a_worker_works()
     for child in _pool_workers():
         os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
 
@@ -94,7 +110,7 @@ def test_worker_killed_with_two_studies_in_the_pool_fails_neither(tmp_path: Path
         wait_for(lambda: any(node.index.study(u)["generation"] == 2
                              and node.index.study(u)["state"] == "processing" for u in uids),
                  120, "a retry to start processing")
-        time.sleep(0.3)
+        _wait_until_a_worker_works()
         for child in _pool_workers():
             os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         wait_for(lambda: all(node.index.study(u)["state"] in ("done", "failed") for u in uids),
@@ -115,7 +131,7 @@ def test_study_whose_worker_dies_twice_alone_fails_with_the_reason(tmp_path: Pat
             wait_for(lambda a=attempt: node.index.study(uid)["generation"] == a
                      and node.index.study(uid)["state"] == "processing", 120,
                      f"processing attempt {attempt}")
-            time.sleep(0.3)
+            _wait_until_a_worker_works()
             for child in _pool_workers():
                 os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         wait_for(lambda: node.index.study(uid)["state"] == "failed", 60, "the study failed")
