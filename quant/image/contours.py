@@ -11,20 +11,12 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
 from quant.errors import QuantificationError
-
-
-def _grid(reference: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    origin = np.asarray(reference.GetOrigin(), dtype=np.float64)
-    spacing = np.asarray(reference.GetSpacing(), dtype=np.float64)
-    direction = np.asarray(reference.GetDirection(), dtype=np.float64).reshape(3, 3)
-    size = tuple(int(v) for v in reference.GetSize())
-    return origin, spacing, direction, size
+from quant.image.grid import mm_to_index, voxel_centres_mm
 
 
 def physical_to_index(points_mm: np.ndarray, reference: sitk.Image) -> np.ndarray:
     """Continuous (x, y, z) voxel indices of patient-space points (N, 3) on ``reference``."""
-    origin, spacing, direction, _ = _grid(reference)
-    return (np.linalg.solve(direction, (points_mm - origin).T).T) / spacing
+    return mm_to_index(points_mm, reference)
 
 
 def fill_polygon(xs: np.ndarray, ys: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -96,7 +88,7 @@ def rasterise_rtstruct(rtstruct_ds: Dataset, reference: sitk.Image) -> dict[str,
         raise QuantificationError(
             "StructureSetROISequence (3006,0020) missing: not an RT Structure Set"
         )
-    _, _, _, size = _grid(reference)
+    size = tuple(int(v) for v in reference.GetSize())
     shape = (size[2], size[1], size[0])
     names = {
         int(roi.ROINumber): str(roi.get("ROIName", f"ROI {roi.ROINumber}"))
@@ -152,12 +144,8 @@ def seg_masks(seg_ds: Dataset, reference: sitk.Image) -> dict[str, np.ndarray]:
         seg = hd.seg.Segmentation.from_dataset(seg_ds, copy=True)
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise QuantificationError(f"the SEG cannot be read: {exc}") from exc
-    origin, spacing, direction, size = _grid(reference)
-    kk, jj, ii = np.meshgrid(
-        np.arange(size[2]), np.arange(size[1]), np.arange(size[0]), indexing="ij"
-    )
-    index = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1) * spacing
-    points = origin + index @ direction.T
+    size = tuple(int(v) for v in reference.GetSize())
+    points = voxel_centres_mm(reference)
     out: dict[str, np.ndarray] = {}
     for segment in seg.SegmentSequence:
         number = int(segment.SegmentNumber)

@@ -51,6 +51,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.figures import peak_index
+from quant.image.grid import index_to_mm_affine, indices_to_mm
 from quant.image.masks import bounding_box, component_sizes, labels_of
 from quant.segmentation.search_region import BODY_HU, LUNG_MIN_ML, filled_body
 
@@ -136,21 +137,6 @@ class Anatomy:
     """
 
 
-def _affine(image: sitk.Image) -> np.ndarray:
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    out = np.eye(4)
-    out[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
-    out[:3, 3] = image.GetOrigin()
-    return out
-
-
-def _to_mm(affine: np.ndarray, index_zyx: np.ndarray) -> np.ndarray:
-    """Patient mm of ``[slice, row, col]`` indices (N, 3)."""
-    xyz = np.c_[index_zyx[:, ::-1], np.ones(len(index_zyx))]
-    out: np.ndarray = (affine @ xyz.T).T[:, :3]
-    return out
-
-
 def anatomy_from_ct(ct_hu_on_pet: sitk.Image) -> Anatomy:
     """The CT context of the exclusion rules.
 
@@ -167,10 +153,10 @@ def anatomy_from_ct(ct_hu_on_pet: sitk.Image) -> Anatomy:
                                               >= LUNG_MIN_ML))
     gas_labels = np.where(lung, 0, air_labels)
     lung_rows = np.flatnonzero(lung.any(axis=(1, 2)))
-    affine = _affine(ct_hu_on_pet)
+    affine = index_to_mm_affine(ct_hu_on_pet)
     body_index = np.argwhere(body)
     centre = (
-        _to_mm(affine, body_index.mean(axis=0, keepdims=True))[0]
+        indices_to_mm(affine, body_index.mean(axis=0, keepdims=True))[0]
         if body_index.size
         else (np.zeros(3))
     )
@@ -217,13 +203,13 @@ def _is_heart(component: np.ndarray, volume_ml: float, anatomy: Anatomy) -> bool
     first, last = anatomy.lung_slices
     if not first <= centre_index[0] <= last:
         return False
-    x, y, _ = _to_mm(anatomy.index_to_mm, centre_index[np.newaxis, :])[0]
+    x, y, _ = indices_to_mm(anatomy.index_to_mm, centre_index[np.newaxis, :])[0]
     cx, cy = anatomy.body_centre_mm
     return abs(x - cx) <= HEART_MIDLINE_MM and y < cy  # LPS: y grows towards the back
 
 
 def _centre_mm(component: np.ndarray, anatomy: Anatomy) -> np.ndarray:
-    return _to_mm(anatomy.index_to_mm, np.argwhere(component).mean(axis=0)[np.newaxis, :])[0]
+    return indices_to_mm(anatomy.index_to_mm, np.argwhere(component).mean(axis=0)[np.newaxis, :])[0]
 
 
 def organ_placed(organ: str, component: np.ndarray, anatomy: Anatomy) -> bool:

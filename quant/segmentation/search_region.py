@@ -24,23 +24,13 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the conventional name)
 
 from quant.errors import QuantificationError
+from quant.image.grid import voxel_z_mm
 from quant.image.masks import component_sizes, labels_of, largest_component
 from quant.settings import QuantSettings
 
 BODY_HU = -500.0
 LUNG_HU = -400.0
 LUNG_MIN_ML = 200.0
-
-
-def voxel_z_mm(image: sitk.Image) -> np.ndarray:
-    """Patient z (mm) of every voxel centre of ``image``, as an array ``[slice, row, col]``."""
-    nx, ny, nz = image.GetSize()
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    step = direction[2] * spacing  # dz per unit index along x, y, z
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    out: np.ndarray = image.GetOrigin()[2] + i * step[0] + j * step[1] + k * step[2]
-    return out
 
 
 def filled_body(hu: np.ndarray) -> np.ndarray:
