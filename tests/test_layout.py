@@ -84,10 +84,10 @@ def test_no_import_cycle() -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_modules_are_small(package: str) -> None:
-    """No module above ~400 lines (the limit leaves room for a docstring or two)."""
+    """No module above ~400 lines (LINE_LIMIT leaves room for a docstring or two)."""
     large = {str(p.relative_to(ROOT)): n for p in (ROOT / package).rglob("*.py")
              if (n := len(p.read_text().splitlines())) > LINE_LIMIT}
     assert large == {}
 
 
-LINE_LIMIT = 450
+LINE_LIMIT = 425

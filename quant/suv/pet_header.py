@@ -16,7 +16,6 @@ Rules (DICOM PS3.3 C.8.9.1 / C.8.9.4, QIBA FDG profile appendix G, IBSI-style SU
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -28,6 +27,7 @@ from quant.results import SuvFacts
 from quant.suv import factors as suv
 from quant.suv import header_values as hv
 from quant.suv.nuclides import NUCLIDES, half_life_agrees
+from quant.suv.patient_body import normaliser, patient_body
 from quant.suv.pet_times import (
     SliceHeader,
     combine,
@@ -169,49 +169,6 @@ def _decay_correction(series: Dataset) -> tuple[str, datetime | None]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Patient:
-    weight_kg: float | None
-    size_m: float | None
-    sex: str | None
-
-
-def _patient(series: Dataset, warnings: list[str]) -> _Patient:
-    weight = hv.number(series.get("PatientWeight"))
-    weight_kg = None
-    if weight is not None and weight > 0:
-        weight_kg, grams = suv.weight_to_kg(weight)
-        if grams:
-            warnings.append(f"PatientWeight (0010,1030) {weight:g} read as grams: {weight_kg:g} kg")
-    size = hv.number(series.get("PatientSize"))
-    size_m = None
-    if size is not None and size > 0:
-        size_m, cm = suv.size_to_m(size)
-        if cm:
-            warnings.append(f"PatientSize (0010,1020) {size:g} read as cm: {size_m:g} m")
-    sex = hv.text(series.get("PatientSex"))
-    sex = sex.upper() if sex and sex.upper() in ("M", "F", "O") else None
-    return _Patient(weight_kg, size_m, sex)
-
-
-def _normaliser(kind: str, patient: _Patient) -> float:
-    kind = kind.upper()
-    label = f"SUV{kind.lower()}"
-    needs = {"BW": ("weight",), "IBW": ("size", "sex"), "BSA": ("weight", "size")}.get(
-        kind, ("weight", "size", "sex")
-    )
-    messages = {
-        "weight": f"PatientWeight (0010,1030) missing: {label} needs the patient's weight",
-        "size": f"PatientSize (0010,1020) missing: {label} needs the patient's height",
-        "sex": f"PatientSex (0010,0040) missing or not M/F/O: {label} needs the patient's sex",
-    }
-    values = {"weight": patient.weight_kg, "size": patient.size_m, "sex": patient.sex}
-    for need in needs:
-        if values[need] is None:
-            raise QuantificationError(messages[need])
-    return suv.suv_normaliser(kind, patient.weight_kg, patient.size_m, patient.sex)
-
-
 def _stored_suv_type(series: Dataset, units: str) -> str:
     stored = hv.text(series.get("SUVType"))
     if stored is None:
@@ -294,7 +251,7 @@ def suv_factors(
     units = _units(series)
     decay, decay_reference = _decay_correction(series)
     item = _radiopharm_item(series)
-    patient = _patient(series, warnings)
+    patient = patient_body(series, warnings)
     tracer = identify_tracer(series)
     half_life, nuclide = _half_life(item, warnings)
     n = len(slices)
@@ -345,7 +302,7 @@ def suv_factors(
             factors = multipliers
         else:
             convert = suv.convert_suv_factor(
-                _normaliser(stored_type, patient), _normaliser(requested, patient)
+                normaliser(stored_type, patient), normaliser(requested, patient)
             )
             factors = multipliers * convert
     else:
@@ -360,9 +317,9 @@ def suv_factors(
                 f"RadionuclideTotalDose (0018,1074) {raw_dose:g} looks like MBq, not Bq: "
                 f"read as {dose_bq:.6g} Bq"
             )
-        normaliser = _normaliser(requested, patient)
+        body = normaliser(requested, patient)
         factors = multipliers * _activity_factors(
-            decay, slices, start, injected, half_life, dose_bq, normaliser
+            decay, slices, start, injected, half_life, dose_bq, body
         )
 
     uptake_s = None
