@@ -1,4 +1,11 @@
-"""DICOM status codes the node answers with, in one place (PS3.4 Annex B, PS3.7 Annex C)."""
+"""DICOM status codes the node answers with, in one place (PS3.4 Annex B, PS3.7 Annex C).
+
+The meaning of a code is pynetdicom's (its Storage Service Class and general status tables);
+only the specialisations of 0xC000 "Cannot understand" this node uses (0xC210-0xC212, PS3.4
+B.2.3 leaves their meaning to the implementation) are described here.
+"""
+
+from pynetdicom.status import GENERAL_STATUS, STORAGE_SERVICE_CLASS_STATUS
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -18,20 +25,20 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 """Refused: SOP class not supported (PS3.7 C.4.2), e.g. a C-STORE on the Verification
 context."""
 
-DESCRIPTIONS = {
-    SUCCESS: "Success",
-    OUT_OF_RESOURCES: "Refused: out of resources",
-    DATASET_DOES_NOT_MATCH_SOP_CLASS: "Error: data set does not match SOP class",
-    CANNOT_UNDERSTAND: "Error: cannot understand",
+SPECIALISED = {
     INVALID_UID: "Error: missing or invalid UID",
     SOP_INSTANCE_MISMATCH: "Error: data set SOPInstanceUID differs from the command's",
     INSTANCE_CONFLICT: "Error: SOPInstanceUID already stored with other content",
-    SOP_CLASS_NOT_SUPPORTED: "Refused: SOP class not supported",
 }
+"""What this node means by the codes pynetdicom can only call "Cannot Understand"."""
 
 
 def describe(status: int | None) -> str:
     """Human-readable text for a status (hex code included)."""
     if status is None:
         return "no status"
-    return f"0x{status:04X} {DESCRIPTIONS.get(status, '')}".rstrip()
+    text = SPECIALISED.get(status)
+    if text is None:
+        entry = STORAGE_SERVICE_CLASS_STATUS.get(status) or GENERAL_STATUS.get(status)
+        text = (f"{entry[0]}: {entry[1]}" if entry[1] else entry[0]) if entry else ""
+    return f"0x{status:04X} {text}".rstrip()
