@@ -10,6 +10,7 @@ of each study and why; ``hypoxnode route-test`` on the same folder says the same
 
 from __future__ import annotations
 
+import html
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -224,7 +225,7 @@ def test_mixed_studies_routed_by_their_rules(tmp_path: Path, archive: Orthanc,
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/") as response:
             page = response.read().decode()
         assert "<table id=routing>" in page and "fdg-staging" in page
-        assert "tracer &#x27;18F-FDG&#x27; ~" in page
+        assert "tracer '18F-FDG' ~" in html.unescape(page)  # what a browser shows
     finally:
         assert node.stop() == 0, node.log()[-3000:]
 
