@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +71,35 @@ def test_refused_sop_class_fails_alone_and_the_rest_is_delivered(
     for dataset in (objects.sr, objects.summary):
         assert exports[str(dataset.SOPInstanceUID)]["state"] == "sent"
     assert sorted(str(ds.SOPClassUID) for ds in received) == sorted([SR_STORAGE, SC_STORAGE])
+
+
+def test_a_fault_while_sending_is_retried_with_backoff_not_every_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error inside a delivery attempt counts as a failed attempt: the export
+    waits for its backoff instead of being due again at the next scheduler tick."""
+    config = load_config(None, node={"data_dir": tmp_path},
+                         destinations=[Destination(ae_title="PACS", host="127.0.0.1", port=9)])
+    study_uid = "1.2.3"
+    path = tmp_path / "SR.dcm"
+    path.write_bytes(b"")  # never read: the delivery fails first
+    index = Index(tmp_path / "index.sqlite")
+    index.record_instance(InstanceRecord("1.2.3.4", "1.2.3", study_uid, "1.2.3.5", "PT", "/x",
+                                         1, "SCANNER", 0.0))
+    index.record_results(study_uid, [("SR", "1.2.3.9", str(path))], ["PACS"], generation=1)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a defect")
+
+    result = Dataset()
+    result.SOPClassUID = SR_STORAGE
+    monkeypatch.setattr("service.export.sender.dcmread", lambda _path: result)
+    monkeypatch.setattr("service.export.sender.deliver", broken)
+    now = time.time() + 1.0  # the export was queued due now
+    sender = Sender(config, index, clock=lambda: now)
+    assert sender.run_once() == 0
+    [export] = index.study(study_uid)["exports"]
+    assert export["state"] == "pending" and export["attempts"] == 1
+    assert "internal error while sending" in export["last_error"]
+    assert index.due_exports(now + 1) == []  # not due at the next tick
+    assert len(index.due_exports(now + config.export.retry_initial_seconds + 1)) == 1

@@ -102,16 +102,23 @@ class Sender:
         for export in exports:
             try:
                 dataset = dcmread(export.path)
-            except (OSError, ValueError, InvalidDicomError) as exc:
+                sop_class = str(dataset.SOPClassUID)
+            except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
                 self._give_up(export, f"result file unreadable: {exc}", None)
                 continue
-            items.append(Item(export.id, str(dataset.SOPClassUID),
+            items.append(Item(export.id, sop_class,
                               (ExplicitVRLittleEndian, ImplicitVRLittleEndian), dataset))
         deadline = destination.deadline_seconds or self.config.export.attempt_deadline_seconds
         peer = Peer(destination.key, destination.ae_title, destination.host, destination.port,
                     deadline)
-        for outcome in deliver(self.config.node.ae_title, peer, items,
-                               self.config.node.network_timeout_s, dimse_status.describe):
+        try:
+            outcomes = deliver(self.config.node.ae_title, peer, items,
+                               self.config.node.network_timeout_s, dimse_status.describe)
+        except Exception as exc:  # a fault of ours: retried with backoff, not every tick
+            log.exception("sending to %s failed unexpectedly", destination.key)
+            outcomes = [Outcome(item.id, False, None, f"internal error while sending: {exc!r}",
+                                final=False) for item in items]
+        for outcome in outcomes:
             self._record(by_id[outcome.id], outcome)
 
     def _record(self, export: ExportRecord, outcome: Outcome) -> None:

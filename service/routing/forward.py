@@ -80,8 +80,15 @@ class Forwarder:
             items.append(Item(row.id, str(meta.MediaStorageSOPClassUID),
                               (str(meta.TransferSyntaxUID),), Path(row.path)))
         by_id = {row.id: row for row in rows}
-        for outcome in deliver(self.config.node.ae_title, peer, items,
-                               self.config.node.network_timeout_s, dimse_status.describe):
+        try:
+            outcomes = deliver(self.config.node.ae_title, peer, items,
+                               self.config.node.network_timeout_s, dimse_status.describe)
+        except Exception as exc:  # a fault of ours: retried with backoff, not every tick
+            log.exception("forwarding to %s failed unexpectedly", peer.key)
+            outcomes = [Outcome(item.id, False, None,
+                                f"internal error while forwarding: {exc!r}", final=False)
+                        for item in items]
+        for outcome in outcomes:
             self._record(by_id[outcome.id], outcome)
 
     def _record(self, row: ForwardRow, outcome: Outcome) -> None:
