@@ -58,6 +58,8 @@ TEMPLATES = Environment(
 TEMPLATES.filters["g"] = lambda value: f"{value:g}"
 TEMPLATES.filters["g3"] = lambda value: f"{value:.3g}"
 TEMPLATES.filters["pct0"] = lambda value: f"{value:.0%}"
+TEMPLATES.filters["mm"] = lambda point: (
+    ", ".join(f"{float(v):.1f}" for v in point) if point else "")
 
 
 def _render(template: str, title: str, **values: Any) -> str:
