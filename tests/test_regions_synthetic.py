@@ -94,16 +94,17 @@ def test_tumour_abutting_the_liver_is_separated(tracer: str) -> None:
     assert any(cand.reason == "liver" for cand in result.excluded)
 
 
-@pytest.mark.parametrize(("tracer", "min_dice"), [("18F-FMISO", 0.6), ("18F-FDG", 0.5)])
-def test_tumour_abutting_the_bladder_is_separated(tracer: str, min_dice: float) -> None:
-    # FDG (urine SUV 15 against a tumour of 4-8, 6 mm blur): found, but the side touching
-    # the bladder stays with it (measured Dice 0.54; the 0.6 is not reached here).
+@pytest.mark.parametrize("tracer", ["18F-FMISO", "18F-FDG", "64Cu-ATSM"])
+def test_tumour_abutting_the_bladder_is_separated(tracer: str) -> None:
+    # FDG: urine SUV 15 against a tumour of 4-8 with 6 mm blur; the bladder's halo wraps
+    # the tumour's side (it was kept with the tumour, Dice 0.54, before the halo was fitted)
     study, result = _run(field_of_view="pelvis", tracer=tracer, tumour_site="bladder")
     truth = study.truth
     hottest = np.unravel_index(int(np.argmax(np.where(truth.tumour_mask, truth.suv, -1))),
                                truth.suv.shape)
     assert any(les.mask[hottest] for les in result.lesions)
-    assert _best_dice(study, result) >= min_dice
+    assert _best_dice(study, result) >= 0.6
+    _no_organ_reported(study, result)
     assert len(result.lesions) == 1
     assert any(cand.reason.startswith("urine") for cand in result.excluded)
 

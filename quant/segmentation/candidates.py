@@ -12,8 +12,9 @@ Nothing hot is dropped silently. Each 26-connected region of voxels above
 - an excluded organ (:mod:`quant.segmentation.physiology`, rules placed by anatomy). Before it is
   excluded, the organ's own voxels (its CT window, :func:`quant.segmentation.physiology.organ_part`)
   are
-  removed; each focus beyond them with a maximum of its own (:func:`separate`; spill-out of
-  the organ falls off away from it, a tumour has its own maximum) is judged again as a
+  removed with the halo the PET blur spreads around them (:mod:`quant.segmentation.spill_out`);
+  each focus beyond them still above the threshold with a maximum of its own
+  (:func:`separate`; a tumour has its own maximum) is judged again as a
   candidate of its own, without that organ's rule: a tumour touching the bladder or the
   liver is separated, not thrown away with it;
 - an excluded candidate "outside the search region" (``search_z_range_mm``/``search_region``);
@@ -39,6 +40,7 @@ from quant.segmentation.physiology import (
     organ_placed,
     physiological_reason,
 )
+from quant.segmentation.spill_out import SHELL_MM, organ_spill_out
 
 ORGAN_OF_REASON = {"liver": "liver", "urine": "urine", "brain": "brain", "bowel": "bowel",
                    "heart": "heart", "spleen": "spleen"}
@@ -77,6 +79,8 @@ def separate(
     suv: np.ndarray,
     min_voxels: float,
     spacing: tuple[float, float, float] | None = None,
+    *,
+    level: float | None = None,
 ) -> list[tuple[np.ndarray, float]]:
     """Foci of ``region`` beyond ``part`` that hold a maximum of their own.
 
@@ -84,40 +88,98 @@ def separate(
     hotter neighbour closer to ``part``; a focus of its own has a local maximum. Each
     connected piece of ``region`` beyond ``part`` is searched for local maxima of the SUV
     smoothed with a 1-voxel Gaussian (noise is not a maximum), not next to ``part``; the
-    hottest one seeds a focus:
-    the voxels of the piece connected to it whose smoothed SUV is not above its own (its
-    basin, without the spill-out beside ``part``) and, with ``spacing``, the voxels of the
-    piece nearer the seed than ``part`` (the side of a tumour that touches ``part``, where
-    the spill-out is hotter); kept when it holds at least ``min_voxels``. Returned with the
-    SUVmax of the basin proper (the focus's own maximum).
+    hottest one seeds a focus: the voxels of the piece connected to it whose smoothed SUV is
+    not above its own (its basin); kept when it holds at least ``min_voxels``. Returned with
+    the SUVmax of the basin proper (the focus's own maximum).
+
+    With ``level`` (the detection threshold; ``part`` is then an organ and ``spacing`` is
+    needed) the organ's spill-out is first subtracted (:func:`organ_spill_out`): the pieces
+    are the voxels beyond the organ still above ``level`` without it, so the organ's halo
+    around the tumour stays with the organ while the tumour's near side, lifted by the same
+    halo, stays with the tumour; the own maximum is then read without the halo too.
+    Without ``level`` (``part`` is a lesion already delineated), with ``spacing``, the voxels
+    of the piece nearer the seed than ``part`` join the basin (the side touching ``part``).
     """
-    box = bounding_box(region, margin=2)
-    sub_region, sub_suv = region[box], suv[box]
-    near = _dilate(part[box] & sub_region)
-    smooth_image = sitk.SmoothingRecursiveGaussian(
-        sitk.GetImageFromArray(sub_suv.astype(np.float32)), 1.0
+    corrected = level is not None and spacing is not None
+    margin = int(np.ceil(SHELL_MM / min(spacing))) if corrected and spacing else 2
+    box = bounding_box(region, margin=max(margin, 2))
+    sub_region, sub_suv, sub_part = region[box], suv[box], part[box] & region[box]
+    near = _dilate(sub_part)
+    own_suv = sub_suv
+    if corrected:
+        assert spacing is not None and level is not None
+        tumour_side = _drains_elsewhere(sub_suv, sub_part, sub_region, near)
+        # the organ's partial-volume rim (CT numbers between the organ's and its
+        # neighbours', outside the window) is the organ, except on a focus's side
+        sub_part = sub_part | (near & sub_region & ~tumour_side)
+        near = _dilate(sub_part)
+        spill, _ = organ_spill_out(sub_suv, sub_part, spacing, ignore=tumour_side)
+        own_suv = sub_suv - spill
+        beyond = sub_region & ~sub_part & (own_suv > level)
+    else:
+        beyond = sub_region & ~sub_part
+    smooth = _smooth(own_suv)
+    peaks = smooth >= _local_max(smooth)
+    labels, n = labels_of(beyond)
+    organ_distance = (
+        distance_mm(sub_part, spacing) if spacing and not corrected else None
     )
-    smooth = sitk.GetArrayFromImage(smooth_image)
-    peaks = smooth >= sitk.GetArrayFromImage(sitk.GrayscaleDilate(smooth_image, [1, 1, 1]))
-    labels, n = labels_of(sub_region & ~part[box])
-    organ_distance = distance_mm(part[box] & sub_region, spacing) if spacing else None
     out = []
     for lab in range(1, n + 1):
         piece = labels == lab
         seeds = np.flatnonzero(piece & peaks & ~near)
         if piece.sum() < min_voxels or seeds.size == 0:
             continue
-        seed = seeds[int(np.argmax(sub_suv.ravel()[seeds]))]
-        index = tuple(int(v) for v in np.unravel_index(seed, piece.shape))
-        basin = piece & (smooth <= smooth[index])
-        own = float(sub_suv[component_at(basin, (index[0], index[1], index[2]))].max())
-        if spacing is not None:  # and the voxels of the piece nearer the seed than ``part``
+        seed = seeds[int(np.argmax(own_suv.ravel()[seeds]))]
+        index = (*(int(v) for v in np.unravel_index(seed, piece.shape)),)
+        at = (index[0], index[1], index[2])
+        basin = piece & (smooth <= smooth[at])
+        own = float(own_suv[component_at(basin, at)].max())
+        if organ_distance is not None and spacing is not None:
             basin |= piece & (_distance_to(index, piece.shape, spacing) <= organ_distance)
-        basin = component_at(basin, (index[0], index[1], index[2]))
+        basin = component_at(basin, at)
         if basin.sum() >= min_voxels:
             full = np.zeros(region.shape, dtype=bool)
             full[box] = basin
             out.append((full, own))
+    return out
+
+
+def _smooth(values: np.ndarray) -> np.ndarray:
+    """The SUV smoothed with a 1-voxel Gaussian (noise is not a maximum)."""
+    image = sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(values.astype(np.float32)), 1.0)
+    out: np.ndarray = sitk.GetArrayFromImage(image)
+    return out
+
+
+def _local_max(smooth: np.ndarray) -> np.ndarray:
+    """The largest value in each voxel's 3x3x3 neighbourhood."""
+    out: np.ndarray = sitk.GetArrayFromImage(
+        sitk.GrayscaleDilate(sitk.GetImageFromArray(smooth), [1, 1, 1])
+    )
+    return out
+
+
+def _drains_elsewhere(
+    suv: np.ndarray, part: np.ndarray, region: np.ndarray, near: np.ndarray
+) -> np.ndarray:
+    """Voxels whose uptake climbs to a maximum of their own rather than to ``part``.
+
+    A marker watershed of the smoothed SUV, flooded downhill at once from ``part`` and from
+    every local maximum of ``region`` not next to it: what joins a maximum is a focus's side
+    of the halo, left out of the spill-out fit.
+    """
+    smooth = _smooth(suv)
+    markers = np.zeros(part.shape, dtype=np.uint8)
+    markers[region & ~part & ~near & (smooth >= _local_max(smooth))] = 2
+    markers[part] = 1
+    flooded = sitk.MorphologicalWatershedFromMarkers(
+        sitk.InvertIntensity(sitk.GetImageFromArray(smooth), 0.0),
+        sitk.GetImageFromArray(markers),
+        markWatershedLine=False,
+        fullyConnected=True,
+    )
+    out: np.ndarray = sitk.GetArrayFromImage(flooded) == 2
     return out
 
 
@@ -188,7 +250,11 @@ def find_candidates(
         if reason is not None:
             assert anatomy is not None
             part = organ_part(reason, region, anatomy)
-            pieces = separate(region, part, suv, min_voxels, spacing) if part is not None else []
+            pieces = (
+                separate(region, part, suv, min_voxels, spacing, level=level)
+                if part is not None
+                else []
+            )
             remaining = tuple(r for r in rules if r != _organ_name(reason))
             organ = region.copy()
             for piece, piece_max in pieces:

@@ -35,9 +35,9 @@ lungs, either within 60 mm of the body's left-right centre and not behind it (bl
 or 30..130 mm beside it and not in front (renal pelvis). The heart rule places itself
 between the lungs.
 
-A tumour touching an organ is separated from it (:mod:`quant.segmentation.candidates`): the organ's
-own
-voxels (:func:`organ_part`) are removed and what is left is judged again.
+A tumour touching an organ is separated from it (:mod:`quant.segmentation.candidates`): the
+organ's own voxels (:func:`organ_part`) and its blur halo
+(:mod:`quant.segmentation.spill_out`) are removed and what is left is judged again.
 
 Known gaps: gallbladder, kidney parenchyma without hot urine, and bowel without gas are not
 recognised; a tumour with the CT number of the organ it touches is not separated.
