@@ -1,13 +1,19 @@
-"""DICOM Segmentation of the lesions, the muscle reference and the hypoxic sub-volumes.
+"""DICOM Segmentations of the lesions, the muscle reference and the hypoxic sub-volumes.
 
-Segment numbering (stable, so the SR and other readers can rely on it):
+A hypoxic sub-volume lies inside its lesion. Segments that overlap are legal DICOM, but
+viewers stack them into one label map (OHIF 3.13 then shows a lesion of 17.7 ml as 4.3 ml), so
+no SEG of the node holds overlapping segments:
 
-* segment 1: the skeletal-muscle reference region (always present);
-* segments 2 .. N+1: lesions 1..N, in :meth:`StudyResult.to_json` order (SUVmax, highest first);
-* then one segment per lesion per hypoxic threshold, lesion by lesion, thresholds in the order
-  of :attr:`LesionResult.hypoxic`. A hypoxic sub-volume with no voxel gets no segment
-  (a segment without frames is legal but breaks several readers, and the SR reports its
-  volume 0 and fraction 0 in the lesion's own group instead).
+* the **regions SEG** (:func:`build_seg` with ``level=None``): segment 1 the skeletal-muscle
+  reference region (always present), segments 2 .. N+1 lesions 1..N in
+  :meth:`StudyResult.to_json` order (SUVmax, highest first);
+* one **hypoxic SEG per tumour-to-muscle threshold** (``level=threshold``, thresholds
+  ascending, :func:`hypoxic_levels`): one segment per lesion with voxels at that threshold,
+  numbered from 1 in lesion order. Lesions do not overlap, so neither do these segments.
+
+A hypoxic sub-volume with no voxel gets no segment (a segment without frames is legal but
+breaks several readers; the SR reports its volume 0 and fraction 0 in the lesion's own
+group), and a threshold at which no lesion has voxels gets no SEG.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ class SegmentInfo:
     Attributes
     ----------
     number
-        SegmentNumber in the SEG.
+        SegmentNumber in its SEG (the regions SEG, or the hypoxic SEG of ``threshold``).
     kind
         ``"muscle"``, ``"lesion"`` or ``"hypoxic"``.
     lesion_index
         1-based lesion number (to_json order) for lesions and hypoxic sub-volumes, else None.
     threshold
-        Tumour-to-muscle threshold of a hypoxic sub-volume, else None.
+        Tumour-to-muscle threshold of a hypoxic sub-volume (which hypoxic SEG holds it),
+        else None (the regions SEG).
     label
         SegmentLabel.
     """
@@ -67,36 +74,50 @@ def hypoxic_label(index: int, threshold: float) -> str:
 
 
 def segment_numbers(result: StudyResult) -> dict[tuple[str, int | None, float | None], SegmentInfo]:
-    """Which segment number is which region.
+    """Which segment number of which SEG is which region.
 
     Parameters
     ----------
     result
-        The quantification result the SEG is built from.
+        The quantification result the SEGs are built from.
 
     Returns
     -------
     dict
-        Keys ``("muscle", None, None)``, ``("lesion", i, None)`` and
-        ``("hypoxic", i, threshold)`` with ``i`` the 1-based lesion number in to_json order;
-        hypoxic sub-volumes without voxels are absent.
+        Keys ``("muscle", None, None)``, ``("lesion", i, None)`` (the regions SEG) and
+        ``("hypoxic", i, threshold)`` (the hypoxic SEG of ``threshold``) with ``i`` the
+        1-based lesion number in to_json order; hypoxic sub-volumes without voxels are absent.
     """
     out: dict[tuple[str, int | None, float | None], SegmentInfo] = {}
     out[("muscle", None, None)] = SegmentInfo(1, "muscle", None, None, "Muscle reference")
     lesions = ordered_lesions(result)
     for i, lesion in enumerate(lesions, start=1):
         out[("lesion", i, None)] = SegmentInfo(1 + i, "lesion", i, None, lesion_label(i, lesion))
-    number = 1 + len(lesions)
+    numbers: dict[float, int] = {}
     for i, lesion in enumerate(lesions, start=1):
         for sub in lesion.hypoxic:
             if not np.any(sub.mask):
                 continue
-            number += 1
-            key = ("hypoxic", i, float(sub.threshold))
-            out[key] = SegmentInfo(
-                number, "hypoxic", i, float(sub.threshold), hypoxic_label(i, sub.threshold)
+            threshold = float(sub.threshold)
+            numbers[threshold] = numbers.get(threshold, 0) + 1
+            out[("hypoxic", i, threshold)] = SegmentInfo(
+                numbers[threshold], "hypoxic", i, threshold, hypoxic_label(i, threshold)
             )
     return out
+
+
+def hypoxic_levels(result: StudyResult) -> list[float]:
+    """The thresholds that get a hypoxic SEG (some lesion has voxels there), in order."""
+    levels: list[float] = []
+    for info in segment_numbers(result).values():
+        if info.threshold is not None and info.threshold not in levels:
+            levels.append(info.threshold)
+    return sorted(levels)
+
+
+def in_seg(info: SegmentInfo, level: float | None) -> bool:
+    """Whether segment ``info`` belongs to the SEG of ``level`` (None: the regions SEG)."""
+    return info.threshold == level
 
 
 def _algorithm_type(lesion: LesionResult | None) -> hd.seg.SegmentAlgorithmTypeValues:
@@ -116,7 +137,7 @@ def _parameters(result: StudyResult, key: str) -> dict[str, str]:
 
 
 def _descriptions(
-    result: StudyResult, series_instance_uid: str, version: str
+    result: StudyResult, series_instance_uid: str, version: str, level: float | None
 ) -> tuple[list[hd.seg.SegmentDescription], list[np.ndarray]]:
     lesions = ordered_lesions(result)
     subs: dict[tuple[int, float], HypoxicSubvolume] = {
@@ -129,6 +150,8 @@ def _descriptions(
     for (kind, index, threshold), info in sorted(
         segment_numbers(result).items(), key=lambda item: item[1].number
     ):
+        if not in_seg(info, level):
+            continue
         tracking_uid = derive_uid(series_instance_uid, "segment", str(info.number))
         lesion = lesions[index - 1] if index is not None else None
         if kind == "muscle":
@@ -197,13 +220,14 @@ def build_seg(
     sop_instance_uid: str,
     series_number: int,
     instance_number: int = 1,
-    series_description: str = "hypoxnode segmentation",
+    level: float | None = None,
+    series_description: str | None = None,
     manufacturer: str = "hypoxnode",
     software_version: str | None = None,
     content_label: str = "HYPOXIA",
     content_creator_name: str | None = None,
 ) -> hd.seg.Segmentation:
-    """Build the BINARY DICOM SEG of a quantification.
+    """Build one BINARY DICOM SEG of a quantification (see the module docstring).
 
     Parameters
     ----------
@@ -213,8 +237,13 @@ def build_seg(
         The source single-frame PET instances (any order; matched by SOPInstanceUID).
     series_instance_uid, sop_instance_uid, series_number, instance_number
         Identity of the new instance.
+    level
+        None: the regions SEG (muscle reference and lesions); a threshold of
+        :func:`hypoxic_levels`: the hypoxic sub-volumes at that tumour-to-muscle ratio.
     series_description
-        SeriesDescription.
+        SeriesDescription; by default "hypoxnode segmentation" for the regions and
+        "hypoxic T/M>=<threshold> (hypoxnode)" for a hypoxic level (the threshold first: viewers
+        cut long descriptions in their series lists).
     manufacturer
         Manufacturer of the SEG (the node).
     software_version
@@ -232,14 +261,17 @@ def build_seg(
     Raises
     ------
     ValueError
-        If the PET instances do not match the result or a mask has the wrong shape.
+        If the PET instances do not match the result, a mask has the wrong shape, or no
+        lesion has voxels at ``level``.
     """
     if not pet_datasets:
         raise ValueError("pet_datasets: at least one PET instance is needed")
+    if level is not None and level not in hypoxic_levels(result):
+        raise ValueError(f"level: no hypoxic sub-volume has voxels at T/M {level:g}")
     sources = sort_like_result(result, pet_datasets)
     shape = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
     version = software_version or codes.software_version()
-    descriptions, masks = _descriptions(result, series_instance_uid, version)
+    descriptions, masks = _descriptions(result, series_instance_uid, version, level)
     for description, mask in zip(descriptions, masks, strict=True):
         if mask.shape != shape:
             raise ValueError(
@@ -260,10 +292,15 @@ def build_seg(
         manufacturer_model_name="hypoxnode",
         software_versions=version,
         device_serial_number="0",
-        content_description="Lesions, muscle reference and hypoxic sub-volumes",
+        content_description=(
+            "Lesions and muscle reference" if level is None
+            else f"Hypoxic sub-volumes, tumour-to-muscle ratio >= {level:g}"
+        ),
         content_creator_name=content_creator_name,
         content_label=content_label,
-        series_description=series_description,
+        series_description=series_description or (
+            "hypoxnode segmentation" if level is None else f"hypoxic T/M>={level:g} (hypoxnode)"
+        ),
     )
     # Declare the private scheme of the hypoxic sub-volume type (PS3.3 C.12.1.1.2).
     seg.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]

@@ -8,8 +8,12 @@ Document tree (all measurement groups TID 1411, in this order inside "Imaging Me
    Value Within ROI), Volume (ml), T/M max and mean (DCM 126039 with derivation), a SCOORD
    POINT at the SUVmax voxel, and a text for each hypoxic sub-volume with no voxel;
 3. per lesion and threshold with voxels: hypoxic Volume, hypoxic fraction (private code) and
-   the threshold (DCM 122411), on the hypoxic segment, a SCOORD POINT at the lesion's SUVmax;
-4. with a prior scan of the subject, the comparison groups of
+   the threshold (DCM 122411), on its segment of the hypoxic SEG of that threshold, a SCOORD
+   POINT at the lesion's SUVmax;
+4. per lesion, its SUVmax voxel as a group of its own (:mod:`dicom_templates.sr_anchors`):
+   SUVmax and T/M max at that point, the lesion's figures as its comment (what OHIF lists in
+   its measurements panel);
+5. with a prior scan of the subject, the comparison groups of
    :mod:`dicom_templates.sr_comparison` (pair kind, prior values, changes, RC decisions).
 
 After it, a "Qualitative Evaluations" container holds the tracer and nuclide (CODE), the
@@ -20,13 +24,19 @@ Secondary Capture is in the evidence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from dicom_templates import codes, sr_comparison, sr_groups
-from dicom_templates.seg import ordered_lesions, segment_numbers, sort_like_result
+from dicom_templates import codes, sr_anchors, sr_comparison, sr_groups
+from dicom_templates.seg import (
+    hypoxic_levels,
+    in_seg,
+    ordered_lesions,
+    segment_numbers,
+    sort_like_result,
+)
 from dicom_templates.uids import derive_uid
 from quant.longitudinal.comparison import PairComparison
 from quant.results import StudyResult
@@ -51,6 +61,7 @@ def _groups(
     result: StudyResult,
     sources: Sequence[Dataset],
     seg: Dataset,
+    hypoxic_segs: Mapping[float, Dataset],
     sop_instance_uid: str,
     version: str,
     comparison: PairComparison | None = None,
@@ -84,7 +95,9 @@ def _groups(
             if info is None:
                 sr_groups.add_empty_hypoxic(group, i, sub)
             else:
-                hypoxic = sr_groups.hypoxic_group(i, sub, seg, info, pet_series, version)
+                hypoxic = sr_groups.hypoxic_group(
+                    i, sub, hypoxic_segs[float(sub.threshold)], info, pet_series, version
+                )
                 # the lesion's SUVmax voxel lies in each of its non-empty hypoxic sub-volumes
                 sr_groups.anchor(
                     hypoxic, lesion.max_index, sources[lesion.max_index[0]],
@@ -92,11 +105,48 @@ def _groups(
                 )
                 hypoxic_groups.append(hypoxic)
     groups += hypoxic_groups
+    groups += [
+        sr_anchors.anchor_group(
+            i, lesion, result, sources[lesion.max_index[0]], (seg, numbers[("lesion", i, None)]),
+            derive_uid(sop_instance_uid, "suvmax-point", str(i)), version,
+        )
+        for i, lesion in enumerate(lesions, start=1)
+    ]
     if comparison is not None:
+
+        def where(number: int | None, threshold: float | None) -> sr_comparison.Region:
+            if number is None:
+                return sr_comparison.Region(
+                    seg, muscle_info, pet_series, muscle_point, sources[muscle_point[0]]
+                )
+            lesion = lesions[number - 1]
+            pet = sources[lesion.max_index[0]]
+            info = numbers.get(("hypoxic", number, threshold)) if threshold is not None else None
+            if info is not None and threshold is not None:
+                return sr_comparison.Region(
+                    hypoxic_segs[threshold], info, pet_series, lesion.max_index, pet
+                )
+            return sr_comparison.Region(
+                seg, numbers[("lesion", number, None)], pet_series, lesion.max_index, pet
+            )
+
         groups += sr_comparison.comparison_groups(
-            comparison, result.suv_type, sop_instance_uid, version
+            comparison, result.suv_type, sop_instance_uid, version, where
         )
     return groups
+
+
+def _check_segments(
+    result: StudyResult, level: float | None, seg: Dataset | None, name: str
+) -> None:
+    """Refuse a SEG that does not hold the segments of ``level`` the result expects."""
+    expected = {info.number for info in segment_numbers(result).values() if in_seg(info, level)}
+    present = {int(item.SegmentNumber) for item in getattr(seg, "SegmentSequence", [])}
+    if seg is None or expected != present:
+        raise ValueError(
+            f"{name}: segment numbers {sorted(present)} do not match the result "
+            f"(expected {sorted(expected)}); build the SEG from the same result"
+        )
 
 
 def library_images(result: StudyResult, sources: Sequence[Dataset]) -> list[Dataset]:
@@ -118,6 +168,7 @@ def build_sr(
     sop_instance_uid: str,
     series_number: int,
     instance_number: int = 1,
+    hypoxic_segs: Mapping[float, Dataset] | None = None,
     summary: Dataset | None = None,
     manufacturer: str = "hypoxnode",
     software_version: str | None = None,
@@ -133,9 +184,13 @@ def build_sr(
     pet_datasets
         The PET instances the figures were computed on (evidence; matched by SOPInstanceUID).
     seg
-        The SEG built by :func:`dicom_templates.seg.build_seg` from the same ``result``.
+        The regions SEG built by :func:`dicom_templates.seg.build_seg` from the same
+        ``result``.
     series_instance_uid, sop_instance_uid, series_number, instance_number
         Identity of the new instance.
+    hypoxic_segs
+        The hypoxic SEG of each threshold of :func:`dicom_templates.seg.hypoxic_levels`
+        (``build_seg(..., level=threshold)``); needed when the result has hypoxic voxels.
     summary
         The rendered summary Secondary Capture, listed in the evidence (the Image Library
         lists PET images only: TID 1602 allows the modalities of CID 29, not OT).
@@ -160,22 +215,21 @@ def build_sr(
     Raises
     ------
     ValueError
-        If ``seg`` does not hold the segments :func:`segment_numbers` expects, or the PET
-        instances do not match the result.
+        If ``seg`` or ``hypoxic_segs`` do not hold the segments :func:`segment_numbers`
+        expects, or the PET instances do not match the result.
     """
     sources = sort_like_result(result, pet_datasets)
-    expected = {info.number for info in segment_numbers(result).values()}
-    present = {int(item.SegmentNumber) for item in getattr(seg, "SegmentSequence", [])}
-    if expected != present:
-        raise ValueError(
-            f"seg: segment numbers {sorted(present)} do not match the result "
-            f"(expected {sorted(expected)}); build the SEG from the same result"
-        )
+    hypoxic_segs = dict(hypoxic_segs or {})
+    _check_segments(result, None, seg, "seg")
+    for level in sorted(set(hypoxic_levels(result)) | set(hypoxic_segs)):
+        _check_segments(result, level, hypoxic_segs.get(level), f"hypoxic_segs[{level:g}]")
     version = software_version or codes.software_version()
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(manufacturer, version),
         procedure_reported=codes.PROCEDURE_PET,
-        imaging_measurements=_groups(result, sources, seg, sop_instance_uid, version, comparison),
+        imaging_measurements=_groups(
+            result, sources, seg, hypoxic_segs, sop_instance_uid, version, comparison
+        ),
         referenced_images=library_images(result, sources),
     )
     evaluations = sr_groups.report_evaluations(result, result.warnings)
@@ -193,7 +247,7 @@ def build_sr(
         )
     if len(evaluations.ContentSequence) > 0:  # an empty container is a dciodvfy error
         report[0].ContentSequence.append(evaluations)
-    evidence = [*sources, seg]
+    evidence = [*sources, seg, *(hypoxic_segs[level] for level in sorted(hypoxic_segs))]
     if summary is not None:
         evidence.append(summary)
     sr = hd.sr.Comprehensive3DSR(

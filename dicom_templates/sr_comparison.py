@@ -1,10 +1,15 @@
-"""Measurement groups comparing the report's scan with the subject's prior scan (TID 1501).
+"""Measurement groups comparing the report's scan with the subject's prior scan.
 
-Appended to "Imaging Measurements" after the context group:
+Each is a TID 1411 group on the region of the current scan it compares (the muscle reference,
+a lesion, a hypoxic sub-volume: :class:`Region`), with a point inside it, like every other
+group of the report: PixelMed's validator takes one template for all groups of "Imaging
+Measurements" (a TID 1501 group without region among them was 15 errors), and OHIF's SR
+viewport fails on a group without a SCOORD. Appended to "Imaging Measurements":
 
-1. "Comparison with prior study": pair kind (coded), prior StudyInstanceUID (UIDREF), prior
-   scan start (DATETIME), interval (days), how the scans were aligned, the muscle reference
-   SUVmean change, notes and the repeatability coefficient sources;
+1. "Comparison with prior study" (on the muscle reference): pair kind (coded), prior
+   StudyInstanceUID (UIDREF), prior scan start (DATETIME), interval (days), how the scans
+   were aligned, the muscle reference SUVmean change, notes and the repeatability
+   coefficient sources;
 2. per matched lesion: centroid distance, and for SUVmax, SUVpeak, SUVmean and T/M max the
    prior value, the change (absolute and relative), the relative RC in use and whether the
    change exceeds it (Yes/No), each also said in a sentence;
@@ -16,17 +21,40 @@ Names without a standard code use the private scheme of :mod:`dicom_templates.co
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import highdicom as hd
+from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from dicom_templates import codes
-from dicom_templates.sr_groups import Group, add_text
+from dicom_templates.seg import SegmentInfo
+from dicom_templates.sr_groups import Group, add_text, referenced_segment, suvmax_point
 from dicom_templates.uids import derive_uid
 from quant.longitudinal.comparison import FigureChange, LesionComparison, PairComparison
 from quant.longitudinal.pairing import PAIR_KIND_TEXT
 
 Measurement = hd.sr.Measurement
 Evaluation = hd.sr.QualitativeEvaluation
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region of the current scan a comparison group is about, and a point inside it."""
+
+    seg: Dataset
+    """The SEG holding its segment."""
+    info: SegmentInfo
+    pet_series_uid: str
+    point: tuple[int, int, int]
+    """Voxel (slice, row, column) inside the region."""
+    pet: Dataset
+    """The PET instance of the point's slice."""
+
+
+#: ``where(lesion_number, threshold)``: the region compared (muscle: ``(None, None)``).
+Where = Callable[[int | None, float | None], Region]
 
 
 def _unit(figure: str, suv_type: str) -> Code:
@@ -87,6 +115,7 @@ def _items(change: FigureChange, suv_type: str) -> tuple[list[Measurement], list
 def _group(
     identifier: str,
     uid: str,
+    region: Region,
     changes: list[FigureChange],
     suv_type: str,
     version: str,
@@ -100,22 +129,32 @@ def _group(
         m, e = _items(change, suv_type)
         measurements += m
         qualitative += e
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=identifier),
+        referenced_segment=referenced_segment(
+            region.seg, region.info.number, region.pet_series_uid
+        ),
         algorithm_id=hd.sr.AlgorithmIdentification(name=codes.ALGORITHM_NAME, version=version),
         measurements=measurements or None,
         qualitative_evaluations=qualitative or None,
     )
+    group[0].ContentSequence.append(
+        suvmax_point(region.point, region.pet, codes.REGION_POINT)
+    )
+    add_text(group, codes.COMMENT, f"Compared region of this scan: {region.info.label}")
     for change in changes:
         add_text(group, codes.COMMENT, change_sentence(change))
     return group
 
 
-def _context(comparison: PairComparison, suv_type: str, uid: str, version: str) -> Group:
+def _context(
+    comparison: PairComparison, suv_type: str, uid: str, version: str, where: Where
+) -> Group:
     kind = comparison.kind.value
     group = _group(
         "Comparison with prior study",
         uid,
+        where(None, None),
         [comparison.muscle],
         suv_type,
         version,
@@ -168,13 +207,14 @@ def _context(comparison: PairComparison, suv_type: str, uid: str, version: str) 
 
 
 def _lesion_groups(
-    lesion: LesionComparison, suv_type: str, sop_instance_uid: str, version: str
+    lesion: LesionComparison, suv_type: str, sop_instance_uid: str, version: str, where: Where
 ) -> list[Group]:
     name = f"Lesion {lesion.current_number} vs prior Lesion {lesion.prior_number}"
     groups = [
         _group(
             name,
             derive_uid(sop_instance_uid, "comparison", str(lesion.current_number)),
+            where(lesion.current_number, None),
             lesion.changes,
             suv_type,
             version,
@@ -195,6 +235,7 @@ def _lesion_groups(
             f"{name} hypoxic T/M>={sub.threshold:g}",
             derive_uid(sop_instance_uid, "comparison", str(lesion.current_number),
                        f"{sub.threshold:g}"),
+            where(lesion.current_number, float(sub.threshold)),
             [sub.volume, sub.fraction],
             suv_type,
             version,
@@ -207,7 +248,8 @@ def _lesion_groups(
 
 
 def comparison_groups(
-    comparison: PairComparison, suv_type: str, sop_instance_uid: str, version: str
+    comparison: PairComparison, suv_type: str, sop_instance_uid: str, version: str,
+    where: Where,
 ) -> list[Group]:
     """The groups reporting ``comparison`` (see the module docstring).
 
@@ -221,10 +263,15 @@ def comparison_groups(
         The report's SOPInstanceUID (tracking UIDs are derived from it).
     version
         Algorithm version.
+    where
+        The region of the current scan each group compares: ``where(None, None)`` the muscle
+        reference, ``where(n, None)`` lesion ``n``, ``where(n, threshold)`` its hypoxic
+        sub-volume (its lesion when that has no voxel).
     """
     groups = [
-        _context(comparison, suv_type, derive_uid(sop_instance_uid, "comparison"), version)
+        _context(comparison, suv_type, derive_uid(sop_instance_uid, "comparison"), version,
+                 where)
     ]
     for lesion in comparison.lesions:
-        groups += _lesion_groups(lesion, suv_type, sop_instance_uid, version)
+        groups += _lesion_groups(lesion, suv_type, sop_instance_uid, version, where)
     return groups

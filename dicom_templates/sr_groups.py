@@ -66,7 +66,7 @@ def add_text(group: Group | hd.sr.ContentSequence, name: Code, text: str) -> Non
     group[0].ContentSequence.append(item)
 
 
-def _referenced_segment(
+def referenced_segment(
     seg: Dataset, number: int, series_instance_uid: str
 ) -> hd.sr.ReferencedSegment:
     return hd.sr.ReferencedSegment(
@@ -99,7 +99,7 @@ def muscle_group(
     unit = codes.suv_concept(suv_type).unit
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(seg, info),
-        referenced_segment=_referenced_segment(seg, info.number, pet_series_uid),
+        referenced_segment=referenced_segment(seg, info.number, pet_series_uid),
         finding_type=codes.TYPE_SKELETAL_MUSCLE,
         finding_category=codes.CATEGORY_TISSUE,
         algorithm_id=_algorithm(version),
@@ -139,7 +139,7 @@ def lesion_group(
     """
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(seg, info),
-        referenced_segment=_referenced_segment(seg, info.number, pet_series_uid),
+        referenced_segment=referenced_segment(seg, info.number, pet_series_uid),
         finding_type=codes.TYPE_NEOPLASM,
         finding_category=codes.CATEGORY_MORPHOLOGICALLY_ABNORMAL,
         algorithm_id=_algorithm(version),
@@ -197,7 +197,7 @@ def hypoxic_group(
     ]
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(seg, info),
-        referenced_segment=_referenced_segment(seg, info.number, pet_series_uid),
+        referenced_segment=referenced_segment(seg, info.number, pet_series_uid),
         finding_type=codes.HYPOXIC_SUBVOLUME,
         finding_category=codes.CATEGORY_MORPHOLOGICALLY_ABNORMAL,
         method=codes.HYPOXIC_METHOD,

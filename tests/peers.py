@@ -24,6 +24,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
+def result_object_count(result: dict[str, Any]) -> int:
+    """How many objects the node sends for a result (its JSON document): the regions SEG, one
+    SEG per hypoxic threshold at which some lesion has voxels, the SR and the summary."""
+    levels = {float(sub["threshold"]) for lesion in result.get("lesions") or []
+              for sub in lesion.get("hypoxic", []) if float(sub["volume_ml"]) > 0}
+    return 3 + len(levels)
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:

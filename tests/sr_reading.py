@@ -11,6 +11,8 @@ MEASUREMENT_GROUP = ("DCM", "125007")
 TRACKING_IDENTIFIER = ("DCM", "112039")
 REFERENCED_SEGMENT = ("DCM", "121191")
 DERIVATION = ("DCM", "121401")
+#: Tracking identifiers of OHIF's point tool begin so (its cornerstone3D adapters' convention).
+OHIF_PROBE = "Cornerstone3DTools@^0.1.0:Probe"
 
 
 def _code(item: Dataset, attribute: str = "ConceptNameCodeSequence") -> tuple[str, str]:
@@ -36,6 +38,8 @@ class Group:
 
     tracking_identifier: str = ""
     segment_numbers: list[int] = field(default_factory=list)
+    seg_uid: str | None = None
+    """SOPInstanceUID of the SEG holding the referenced segment."""
     measurements: list[Measurement] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
 
@@ -70,6 +74,7 @@ def measurement_groups(sr: Dataset) -> list[Group]:
                 group.texts.append(str(child.TextValue))
             elif concept == REFERENCED_SEGMENT:
                 for ref in child.get("ReferencedSOPSequence", []):
+                    group.seg_uid = str(ref.ReferencedSOPInstanceUID)
                     group.segment_numbers += [int(n) for n in _as_list(
                         ref.get("ReferencedSegmentNumber", []))]
             elif child.ValueType == "NUM":
@@ -103,3 +108,10 @@ def _as_list(value: Any) -> list[Any]:
             value, (str, bytes)):
         return list(value)
     return [value]
+
+
+def region_groups(sr: Dataset) -> list[Group]:
+    """The measurement groups of regions (each with its volume), without the SUVmax point
+    groups written for OHIF's measurements panel (:mod:`dicom_templates.sr_anchors`)."""
+    return [g for g in measurement_groups(sr) if not g.tracking_identifier.startswith(OHIF_PROBE)]
+

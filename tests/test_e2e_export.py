@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from service.synthetic import make_study, write_study
-from tests.peers import free_port, start_node, start_orthanc, storescu, wait_for
+from tests.peers import (
+    free_port,
+    result_object_count,
+    start_node,
+    start_orthanc,
+    storescu,
+    wait_for,
+)
 from tests.reliability import http_json
 
 pytestmark = pytest.mark.e2e
@@ -62,8 +69,10 @@ def test_pacs_down_then_up_receives_everything_without_anyone_acting(tmp_path: P
         assert storescu(files, port, "HYPOXNODE").returncode == 0
 
         def failed_attempts() -> bool:
-            exports = http_json(http_port, f"/api/studies/{study_uid}")["exports"]
-            return len(exports) == 3 and all(e["attempts"] >= 2 for e in exports)
+            info = http_json(http_port, f"/api/studies/{study_uid}")
+            exports = info["exports"]
+            return info["state"] == "done" and len(exports) == result_object_count(
+                info["result"]) and all(e["attempts"] >= 2 for e in exports)
 
         wait_for(failed_attempts, 120, "two failed export attempts while the PACS is down")
         info = http_json(http_port, f"/api/studies/{study_uid}")
@@ -77,9 +86,11 @@ def test_pacs_down_then_up_receives_everything_without_anyone_acting(tmp_path: P
         reserved.close()
         pacs = start_orthanc(tmp_path / "orthanc", dicom_port=pacs_port)
 
+        segs = result_object_count(info["result"]) - 2
+
         def delivered() -> bool:
             found = pacs.instances_by_modality()  # type: ignore[union-attr]
-            return all(len(found.get(m, [])) == 1 for m in ("SEG", "SR", "OT"))
+            return [len(found.get(m, [])) for m in ("SEG", "SR", "OT")] == [segs, 1, 1]
 
         wait_for(delivered, 120, "SEG, SR and summary in Orthanc after it came up")
         wait_for(lambda: all(e["state"] == "sent"
@@ -104,8 +115,10 @@ def test_pacs_refusing_the_node_shows_the_failure_with_its_reason(tmp_path: Path
         assert storescu(files, port, "HYPOXNODE").returncode == 0
 
         def given_up() -> bool:
-            exports = http_json(http_port, f"/api/studies/{study_uid}")["exports"]
-            return len(exports) == 3 and all(e["state"] == "failed" for e in exports)
+            info = http_json(http_port, f"/api/studies/{study_uid}")
+            exports = info["exports"]
+            return info["state"] == "done" and len(exports) == result_object_count(
+                info["result"]) and all(e["state"] == "failed" for e in exports)
 
         wait_for(given_up, 120, "the refused exports to be marked failed")
         for export in http_json(http_port, f"/api/studies/{study_uid}")["exports"]:

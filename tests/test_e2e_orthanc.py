@@ -20,7 +20,7 @@ from service.synthetic import make_study, write_study
 from tests.dicomcheck import dciodvfy_errors
 from tests.peers import Orthanc, start_orthanc, storescu, wait_for
 from tests.reliability import destination_toml, start_test_node
-from tests.sr_reading import measurement_groups
+from tests.sr_reading import measurement_groups, region_groups
 
 pytestmark = pytest.mark.e2e
 
@@ -60,14 +60,19 @@ def test_study_in_results_out(tmp_path: Path, orthanc: Orthanc) -> None:
     assert exit_code == 0, node.log()[-3000:]
 
     found = orthanc.instances_by_modality()
-    assert len(found["SEG"]) == len(found["SR"]) == len(found["OT"]) == 1
+    assert len(found["SR"]) == len(found["OT"]) == 1
     objects = {}
-    for modality in ("SEG", "SR", "OT"):
-        data = orthanc.get_bytes(f"/instances/{found[modality][0]}/file")
-        path = tmp_path / f"{modality}.dcm"
-        path.write_bytes(data)
-        assert dciodvfy_errors(path) == [], f"dciodvfy errors in the {modality}"
-        objects[modality] = pydicom.dcmread(BytesIO(data))
+    segs = {}
+    for modality, ids in found.items():
+        for k, orthanc_id in enumerate(ids):
+            data = orthanc.get_bytes(f"/instances/{orthanc_id}/file")
+            path = tmp_path / f"{modality}{k}.dcm"
+            path.write_bytes(data)
+            assert dciodvfy_errors(path) == [], f"dciodvfy errors in the {modality}"
+            objects[modality] = pydicom.dcmread(BytesIO(data))
+            if modality == "SEG":
+                segs[str(objects[modality].SOPInstanceUID)] = hd.seg.Segmentation.from_dataset(
+                    objects[modality])
     truth = study.truth
     pet_uids = [str(ds.SOPInstanceUID) for ds in study.pet]
 
@@ -84,16 +89,26 @@ def test_study_in_results_out(tmp_path: Path, orthanc: Orthanc) -> None:
     np.testing.assert_allclose(suv_mean[muscle[0].tracking_identifier][0].value,
                                truth.muscle_suv_mean, rtol=0.01)
 
-    # The SEG's lesion segment is the tumour, on the PET grid, referenced by the SR.
-    seg = hd.seg.Segmentation.from_dataset(objects["SEG"])
+    # Every SEG the SR references arrived; each group's segment holds the SR's volume.
+    order = np.argsort([float(ds.ImagePositionPatient[2]) for ds in study.pet])
+    volume_ml = truth.voxel_volume_ml
+    masks = {}
+    for group in region_groups(sr):
+        assert group.seg_uid in segs, group.tracking_identifier
+        [segment] = group.segment_numbers
+        mask = segs[group.seg_uid].get_pixels_by_source_instance(
+            source_sop_instance_uids=pet_uids, segment_numbers=[segment],
+            assert_missing_frames_are_empty=True,
+        )[..., 0].astype(bool)[order]
+        masks[group.tracking_identifier] = mask
+        [volume] = group.find(("SCT", "118565006"))
+        assert int(mask.sum()) * volume_ml == pytest.approx(volume.value, rel=1e-6)
+    assert len({g.seg_uid for g in groups}) == len(segs)  # no SEG sent that the SR ignores
+    # The lesion segment is the tumour, on the PET grid; its hypoxic parts lie inside it.
     lesion_group = next(g for g in groups if g.find(SUVBW, MAXIMUM)
                         and g.find(SUVBW, MAXIMUM)[0].value == max(suv_max))
-    assert len(lesion_group.segment_numbers) == 1
-    segment = lesion_group.segment_numbers[0]
-    mask = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=pet_uids, segment_numbers=[segment],
-        assert_missing_frames_are_empty=True,
-    )[..., 0].astype(bool)
-    order = np.argsort([float(ds.ImagePositionPatient[2]) for ds in study.pet])
-    assert _dice(mask[order], truth.tumour_mask) >= 0.8
+    lesion = masks[lesion_group.tracking_identifier]
+    assert _dice(lesion, truth.tumour_mask) >= 0.8
+    hypoxic = [m for name, m in masks.items() if "hypoxic" in name]
+    assert hypoxic and all(not (m & ~lesion).any() for m in hypoxic)
     assert objects["OT"].StudyInstanceUID == study.pet[0].StudyInstanceUID

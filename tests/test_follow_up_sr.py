@@ -21,7 +21,7 @@ from service.config import load_config
 from service.pipeline.follow_up import REGISTERED, FollowUpInput, PriorCandidate, compare_with_prior
 from service.pipeline.processing import build_result_objects, encode
 from service.synthetic import make_study, write_study
-from tests.dicomcheck import dciodvfy_errors
+from tests.dicomcheck import dciodvfy_errors, pixelmed_errors
 from tests.sr_reading import all_texts, measurement_groups
 
 FOR = "1.2.826.0.1.3680043.8.498.999"
@@ -33,10 +33,13 @@ def _baseline(tmp_path: Path, frame: str | None = FOR) -> tuple[QuantifiedStudy,
     study = make_study(patient_id="FU1", seed=11, frame_of_reference_uid=frame)
     paths = write_study(study, tmp_path / "baseline")
     quantified = quantify(study.pet, study.ct, [], config.quant.to_settings())
-    seg_path = tmp_path / "baseline-seg.dcm"
-    seg_path.write_bytes(encode(build_result_objects(quantified, config, 1).seg))
+    seg_paths = []  # the regions SEG and the SEG of each hypoxic level
+    for k, (kind, seg) in enumerate(build_result_objects(quantified, config, 1).by_kind()):
+        if kind == "SEG":
+            seg_paths.append(tmp_path / f"baseline-seg{k}.dcm")
+            seg_paths[-1].write_bytes(encode(seg))
     candidate = PriorCandidate(quantified.result.to_json(), [str(p) for p in paths],
-                               str(seg_path))
+                               [str(p) for p in seg_paths])
     return quantified, candidate
 
 
@@ -74,8 +77,14 @@ def test_follow_up_sr_holds_prior_values_changes_and_rc(tmp_path: Path) -> None:
     path = tmp_path / "sr.dcm"
     path.write_bytes(encode(objects.sr))
     assert dciodvfy_errors(path) == []
+    # the comparison groups are TID 1411 groups on the current regions (they were TID 1501
+    # groups without region: 15 PixelMed errors), each with a point for OHIF's SR viewport
+    assert pixelmed_errors(path, "DicomSRValidator") == []
     sr = pydicom.dcmread(path)
     groups = {g.tracking_identifier: g for g in measurement_groups(sr)}
+    segs = {str(seg.SOPInstanceUID) for kind, seg in objects.by_kind() if kind == "SEG"}
+    for group in groups.values():
+        assert group.seg_uid in segs and group.segment_numbers, group.tracking_identifier
     lesion_group = groups["Lesion 1 vs prior Lesion 1"]
     prior_max = lesion_group.find(("99HYPOX", "SUVMAX-PRIOR"))
     assert prior_max[0].value == pytest.approx(changes["suv_max"].prior)

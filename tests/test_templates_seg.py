@@ -9,25 +9,34 @@ import numpy as np
 import pytest
 
 from dicom_templates import codes, palette
-from dicom_templates.seg import build_seg, ordered_lesions, segment_numbers
+from dicom_templates.seg import (
+    build_seg,
+    hypoxic_levels,
+    in_seg,
+    ordered_lesions,
+    segment_numbers,
+)
 from dicom_templates.uids import derive_uid
 from quant.results import StudyResult
 from tests.dicom_fixtures import make_pet_series, make_result
 from tests.dicomcheck import dciodvfy_errors
 
 
-def _build(result: StudyResult, pet: list | None = None) -> hd.seg.Segmentation:
+def _build(
+    result: StudyResult, pet: list | None = None, level: float | None = None
+) -> hd.seg.Segmentation:
     return build_seg(
         result,
         pet if pet is not None else make_pet_series(),
-        series_instance_uid=derive_uid("test", "seg-series"),
-        sop_instance_uid=derive_uid("test", "seg-instance"),
+        series_instance_uid=derive_uid("test", "seg-series", str(level)),
+        sop_instance_uid=derive_uid("test", "seg-instance", str(level)),
         series_number=901,
+        level=level,
     )
 
 
 def _write_and_read(seg: hd.seg.Segmentation, tmp_path: Path) -> tuple[Path, hd.seg.Segmentation]:
-    path = tmp_path / "seg.dcm"
+    path = tmp_path / f"seg-{seg.SOPInstanceUID}.dcm"
     seg.save_as(path, enforce_file_format=True)
     return path, hd.seg.segread(path)
 
@@ -99,45 +108,57 @@ def test_suv_concept_rejects_unknown_type() -> None:
 
 @pytest.mark.parametrize(
     ("n_lesions", "empty_hypoxic", "expected_segments"),
-    [(0, False, 1), (1, False, 4), (1, True, 3), (2, False, 7), (2, True, 6)],
+    [(0, False, [1]), (1, False, [2, 1, 1]), (1, True, [2, 1]), (2, False, [3, 2, 2]),
+     (2, True, [3, 2, 1])],
 )
 def test_seg_round_trip_is_valid(
-    tmp_path: Path, n_lesions: int, empty_hypoxic: bool, expected_segments: int
+    tmp_path: Path, n_lesions: int, empty_hypoxic: bool, expected_segments: list[int]
 ) -> None:
+    """The regions SEG and one SEG per hypoxic level, each valid, none with overlapping
+    segments, together holding every region with its own voxels."""
     result = make_result(n_lesions=n_lesions, empty_hypoxic=empty_hypoxic)
-    path, seg = _write_and_read(_build(result), tmp_path)
-
-    assert dciodvfy_errors(path) == []
+    levels: list[float | None] = [None, *hypoxic_levels(result)]
     numbers = segment_numbers(result)
-    assert seg.number_of_segments == expected_segments == len(numbers)
-    assert seg.SegmentationType == "BINARY"
-    assert seg.StudyInstanceUID == result.study_instance_uid
-    assert any(
-        item.CodingSchemeDesignator == codes.PRIVATE_SCHEME
-        for item in seg.CodingSchemeIdentificationSequence
-    )
     lesions = ordered_lesions(result)
-    for (kind, index, threshold), info in numbers.items():
-        description = seg.get_segment_description(info.number)
-        assert description.segment_label == info.label
-        assert description.tracking_id == info.label
-        if kind == "muscle":
-            expected = result.muscle.mask
-            assert description.segmented_property_type == codes.TYPE_SKELETAL_MUSCLE
-        elif kind == "lesion":
-            assert index is not None
-            expected = lesions[index - 1].mask
-            assert description.segmented_property_type == codes.TYPE_NEOPLASM
-        else:
-            assert index is not None
-            sub = next(s for s in lesions[index - 1].hypoxic if s.threshold == threshold)
-            expected = sub.mask
-            assert description.segmented_property_type == codes.HYPOXIC_SUBVOLUME
-        pixels = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=result.pet_sop_instance_uids,
-            segment_numbers=[info.number],
+    counts = []
+    for level in levels:
+        path, seg = _write_and_read(_build(result, level=level), tmp_path)
+        assert dciodvfy_errors(path) == []
+        assert seg.SegmentationType == "BINARY"
+        assert seg.StudyInstanceUID == result.study_instance_uid
+        assert any(
+            item.CodingSchemeDesignator == codes.PRIVATE_SCHEME
+            for item in seg.CodingSchemeIdentificationSequence
         )
-        np.testing.assert_array_equal(pixels[..., 0].astype(bool), expected)
+        counts.append(seg.number_of_segments)
+        mine = {key: info for key, info in numbers.items() if in_seg(info, level)}
+        assert seg.number_of_segments == len(mine)
+        covered = np.zeros(result.muscle.mask.shape, dtype=int)
+        for (kind, index, threshold), info in mine.items():
+            description = seg.get_segment_description(info.number)
+            assert description.segment_label == info.label
+            assert description.tracking_id == info.label
+            if kind == "muscle":
+                expected = result.muscle.mask
+                assert description.segmented_property_type == codes.TYPE_SKELETAL_MUSCLE
+            elif kind == "lesion":
+                assert index is not None
+                expected = lesions[index - 1].mask
+                assert description.segmented_property_type == codes.TYPE_NEOPLASM
+            else:
+                assert index is not None and threshold == level
+                sub = next(s for s in lesions[index - 1].hypoxic if s.threshold == threshold)
+                expected = sub.mask
+                assert description.segmented_property_type == codes.HYPOXIC_SUBVOLUME
+            pixels = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=result.pet_sop_instance_uids,
+                segment_numbers=[info.number],
+            )[..., 0].astype(bool)
+            np.testing.assert_array_equal(pixels, expected)
+            covered += pixels
+        assert covered.max() <= 1, "segments of one SEG overlap"
+    assert counts == expected_segments
+    assert sum(counts) == len(numbers)
 
 
 def test_segment_numbers_muscle_first_then_lesions_by_suvmax() -> None:
@@ -147,8 +168,16 @@ def test_segment_numbers_muscle_first_then_lesions_by_suvmax() -> None:
     assert numbers[("muscle", None, None)].number == 1
     assert numbers[("lesion", 1, None)].number == 2
     assert numbers[("lesion", 2, None)].number == 3
-    assert numbers[("hypoxic", 1, 1.5)].number == 4
+    assert numbers[("hypoxic", 1, 1.5)].number == 1  # the first segment of the T/M 1.5 SEG
+    assert numbers[("hypoxic", 2, 1.5)].number == 2
     assert ordered_lesions(result)[0].suv_max == 4.5
+
+
+def test_a_level_without_voxels_gets_no_seg() -> None:
+    result = make_result(n_lesions=1, empty_hypoxic=True)
+    assert hypoxic_levels(result) == [1.5]
+    with pytest.raises(ValueError, match="no hypoxic sub-volume"):
+        _build(result, level=2.0)
 
 
 def test_empty_hypoxic_subvolume_gets_no_segment() -> None:
@@ -208,22 +237,15 @@ def test_every_known_tracer_has_codes() -> None:
 def test_segment_colours_are_the_palette_read_back_in_rgb(tmp_path: Path) -> None:
     """RecommendedDisplayCIELabValue decodes to the palette colour (not near-black)."""
     result = make_result(n_lesions=1)
-    seg = build_seg(
-        result,
-        make_pet_series(),
-        series_instance_uid=derive_uid("t", "seg"),
-        sop_instance_uid=derive_uid("t", "seg", "1"),
-        series_number=901,
-    )
-    path = tmp_path / "seg.dcm"
-    seg.save_as(path, enforce_file_format=True)
     expected = {"muscle": palette.MUSCLE.rgb, "lesion": palette.LESION.rgb,
                 "hypoxic": palette.HYPOXIC.rgb}
-    kinds = {info.number: info.kind for info in segment_numbers(result).values()}
-    read = hd.seg.segread(path)
-    for item in read.SegmentSequence:
-        lab = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue)
-        rgb = lab.to_rgb()
-        want = expected[kinds[int(item.SegmentNumber)]]
-        assert max(abs(a - b) for a, b in zip(rgb, want, strict=True)) <= 2, (rgb, want)
-        assert int(item.RecommendedDisplayCIELabValue[0]) > 30000  # L* > 45: not black
+    for level in [None, *hypoxic_levels(result)]:
+        kinds = {info.number: info.kind for info in segment_numbers(result).values()
+                 if in_seg(info, level)}
+        _, read = _write_and_read(_build(result, level=level), tmp_path)
+        for item in read.SegmentSequence:
+            lab = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue)
+            rgb = lab.to_rgb()
+            want = expected[kinds[int(item.SegmentNumber)]]
+            assert max(abs(a - b) for a, b in zip(rgb, want, strict=True)) <= 2, (rgb, want)
+            assert int(item.RecommendedDisplayCIELabValue[0]) > 30000  # L* > 45: not black

@@ -13,13 +13,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_templates import codes
-from dicom_templates.seg import build_seg, ordered_lesions, segment_numbers
+from dicom_templates.seg import build_seg, hypoxic_levels, ordered_lesions, segment_numbers
 from dicom_templates.sr import build_sr
 from dicom_templates.summary import build_summary
 from dicom_templates.uids import derive_uid
 from quant.results import ExcludedCandidate, StudyResult
 from tests.dicom_fixtures import SPACING_MM, make_pet_series, make_result, phantom_suv
 from tests.dicomcheck import dciodvfy_errors, dsrdump_text
+from tests.sr_reading import OHIF_PROBE
 
 SUVBW = ("126401", "DCM")
 SUV_UNIT = "g/ml{SUVbw}"
@@ -38,15 +39,30 @@ class Figure:
     segment: int | None
 
 
-def _objects(result: StudyResult, with_summary: bool = False) -> tuple[list, Any, Any, Any]:
+def _segs(result: StudyResult, pet: list) -> dict[float | None, Any]:
+    """The regions SEG (key None) and the hypoxic SEG of each level."""
+    return {
+        level: build_seg(
+            result,
+            pet,
+            series_instance_uid=derive_uid("t", "seg", str(level)),
+            sop_instance_uid=derive_uid("t", "seg", "1", str(level)),
+            series_number=901 if level is None else 911 + k,
+            level=level,
+        )
+        for k, level in enumerate([None, *hypoxic_levels(result)])
+    }
+
+
+def _hypoxic(segs: dict[float | None, Any]) -> dict[float, Any]:
+    return {level: seg for level, seg in segs.items() if level is not None}
+
+
+def _objects(
+    result: StudyResult, with_summary: bool = False
+) -> tuple[list, dict[float | None, Any], Any, Any]:
     pet = make_pet_series()
-    seg = build_seg(
-        result,
-        pet,
-        series_instance_uid=derive_uid("t", "seg"),
-        sop_instance_uid=derive_uid("t", "seg", "1"),
-        series_number=901,
-    )
+    segs = _segs(result, pet)
     summary = None
     if with_summary:
         summary = build_summary(
@@ -62,13 +78,14 @@ def _objects(result: StudyResult, with_summary: bool = False) -> tuple[list, Any
     sr = build_sr(
         result,
         pet,
-        seg,
+        segs[None],
         series_instance_uid=derive_uid("t", "sr"),
         sop_instance_uid=derive_uid("t", "sr", "1"),
         series_number=902,
+        hypoxic_segs=_hypoxic(segs),
         summary=summary,
     )
-    return pet, seg, sr, summary
+    return pet, segs, sr, summary
 
 
 def _report(
@@ -159,10 +176,11 @@ def test_objects_are_valid(
     tmp_path: Path, n_lesions: int, empty_hypoxic: bool, with_summary: bool
 ) -> None:
     result = make_result(n_lesions=n_lesions, empty_hypoxic=empty_hypoxic)
-    _, seg, sr, summary = _objects(result, with_summary)
+    _, segs, sr, summary = _objects(result, with_summary)
     sr_path = _write(sr, tmp_path / "sr.dcm")
     assert dciodvfy_errors(sr_path) == []
-    assert dciodvfy_errors(_write(seg, tmp_path / "seg.dcm")) == []
+    for k, seg in enumerate(segs.values()):
+        assert dciodvfy_errors(_write(seg, tmp_path / f"seg{k}.dcm")) == []
     if summary is not None:
         assert dciodvfy_errors(_write(summary, tmp_path / "sc.dcm")) == []
     read = hd.sr.srread(sr_path)
@@ -174,7 +192,7 @@ def test_objects_are_valid(
 
 def test_every_figure_of_the_json_is_in_the_report(tmp_path: Path) -> None:
     result = make_result(n_lesions=2, empty_hypoxic=True)
-    _, seg, sr, _ = _objects(result)
+    _, _, sr, _ = _objects(result)
     read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
     figures = _figures(_report(read))
     numbers = segment_numbers(result)
@@ -242,17 +260,30 @@ def test_every_figure_of_the_json_is_in_the_report(tmp_path: Path) -> None:
 
 
 def test_tracking_identifiers_match_the_seg(tmp_path: Path) -> None:
+    """Each group references its segment in the SEG that holds it (the regions SEG, or the
+    hypoxic SEG of its threshold), with that segment's tracking ID and UID; every SEG is
+    evidence."""
     result = make_result(n_lesions=2)
-    _, seg, sr, _ = _objects(result)
+    _, segs, sr, _ = _objects(result)
     read = hd.sr.srread(_write(sr, tmp_path / "sr.dcm"))
-    by_number = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
+    segments = {(str(seg.SOPInstanceUID), int(s.SegmentNumber)): s
+                for seg in segs.values() for s in seg.SegmentSequence}
+    referenced = []
     for group in _report(read).get_volumetric_roi_measurement_groups():
         assert group.referenced_segment is not None
         ref = group.referenced_segment[0].ReferencedSOPSequence[0]
-        assert ref.ReferencedSOPInstanceUID == seg.SOPInstanceUID
-        segment = by_number[int(ref.ReferencedSegmentNumber)]
+        segment = segments[(str(ref.ReferencedSOPInstanceUID), int(ref.ReferencedSegmentNumber))]
+        if str(group.tracking_identifier).startswith(OHIF_PROBE):
+            continue  # a lesion's SUVmax point (its own test below)
+        referenced.append((str(ref.ReferencedSOPInstanceUID), int(ref.ReferencedSegmentNumber)))
         assert group.tracking_uid == segment.TrackingUID
         assert str(group.tracking_identifier) == segment.TrackingID
+    assert sorted(referenced) == sorted(segments)  # every segment has its group, one
+    evidence = {item.ReferencedSOPInstanceUID
+                for study in read.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence
+                for item in series.ReferencedSOPSequence}
+    assert {str(seg.SOPInstanceUID) for seg in segs.values()} <= evidence
 
 
 def test_no_lesion_report(tmp_path: Path) -> None:
@@ -330,15 +361,16 @@ def test_non_bw_suv_type_uses_its_concept(tmp_path: Path) -> None:
 def test_superseding_report_names_its_predecessor(tmp_path: Path) -> None:
     result = make_result(n_lesions=1)
     result.warnings = []  # the only text then is the supersession note
-    pet, seg, first, _ = _objects(result)
+    pet, segs, first, _ = _objects(result)
     second = build_sr(
         result,
         pet,
-        seg,
+        segs[None],
         series_instance_uid=derive_uid("t", "sr"),
         sop_instance_uid=derive_uid("t", "sr", "2"),
         series_number=902,
         instance_number=2,
+        hypoxic_segs=_hypoxic(segs),
         previous_report=first,
     )
     path = _write(second, tmp_path / "sr2.dcm")
@@ -349,8 +381,9 @@ def test_superseding_report_names_its_predecessor(tmp_path: Path) -> None:
     assert any(str(first.SOPInstanceUID) in text and "supersedes" in text
                for text in _texts(read))
     no_warning = build_sr(
-        result, pet, seg, series_instance_uid=derive_uid("t", "sr"),
+        result, pet, segs[None], series_instance_uid=derive_uid("t", "sr"),
         sop_instance_uid=derive_uid("t", "sr", "3"), series_number=902,
+        hypoxic_segs=_hypoxic(segs),
     )
     assert dciodvfy_errors(_write(no_warning, tmp_path / "sr3.dcm")) == []
     assert "PredecessorDocumentsSequence" not in no_warning
@@ -391,15 +424,17 @@ def test_image_library_lists_the_pet_slices_the_points_select_from(tmp_path: Pat
 def test_every_group_has_a_point_inside_its_region(tmp_path: Path) -> None:
     """OHIF 3.13 fails on a report with a measurement group without SCOORD."""
     result = make_result(n_lesions=2)
-    _, _, sr, _ = _objects(result)
+    _, segs, sr, _ = _objects(result)
     read = dcmread(_write(sr, tmp_path / "sr.dcm"))
     groups = [i for i in _items(read.ContentSequence) if _concept(i) == ("125007", "DCM")]
-    numbers = {info.number: info for info in segment_numbers(result).values()}
+    numbers = {(str(segs[info.threshold].SOPInstanceUID), info.number): info
+               for info in segment_numbers(result).values()}
     lesions = ordered_lesions(result)
     for group in groups:
         [point] = [i for i in group.ContentSequence if i.ValueType == "SCOORD"]
         [ref] = [i for i in group.ContentSequence if _concept(i) == ("121191", "DCM")]
-        info = numbers[int(ref.ReferencedSOPSequence[0].ReferencedSegmentNumber)]
+        sop = ref.ReferencedSOPSequence[0]
+        info = numbers[(str(sop.ReferencedSOPInstanceUID), int(sop.ReferencedSegmentNumber))]
         column, row = (int(v - 0.5) for v in point.GraphicData)
         uid = point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
         index = (result.pet_sop_instance_uids.index(uid), row, column)
@@ -478,3 +513,39 @@ def test_excluded_candidates_are_listed_for_the_reader(tmp_path: Path) -> None:
         "Excluded 1: not reported as a lesion: bladder (urine in the pelvic midline)"
         " (SUVmax 23.46, 250.0 ml, centre (1, -20, -701) mm LPS)"
     ]
+
+
+def test_each_lesion_has_a_suvmax_point_group_for_ohif(tmp_path: Path) -> None:
+    """Per lesion one more group on its segment, named for OHIF's point tool, holding SUVmax
+    and T/M max each inferred from the SUVmax voxel, and the lesion's figures as comment."""
+    result = make_result(n_lesions=2)
+    _, segs, sr, _ = _objects(result)
+    read = dcmread(_write(sr, tmp_path / "sr.dcm"))
+    groups = [i for i in _items(read.ContentSequence) if _concept(i) == ("125007", "DCM")]
+    anchors = {
+        str(item.TextValue): group for group in groups for item in group.ContentSequence
+        if _concept(item) == ("112039", "DCM") and str(item.TextValue).startswith(OHIF_PROBE)
+    }
+    numbers = segment_numbers(result)
+    assert len(anchors) == len(result.lesions)
+    for i, lesion in enumerate(ordered_lesions(result), start=1):
+        group = anchors[f"{OHIF_PROBE}:Lesion {i} SUVmax point"]
+        [ref] = [x for x in group.ContentSequence if _concept(x) == ("121191", "DCM")]
+        sop = ref.ReferencedSOPSequence[0]
+        assert sop.ReferencedSOPInstanceUID == segs[None].SOPInstanceUID
+        assert int(sop.ReferencedSegmentNumber) == numbers[("lesion", i, None)].number
+        nums = [x for x in group.ContentSequence if x.ValueType == "NUM"]
+        assert [float(x.MeasuredValueSequence[0].NumericValue) for x in nums] == pytest.approx(
+            [lesion.suv_max, lesion.tm_max], rel=1e-9)
+        _, row, column = lesion.max_index
+        for num in nums:
+            [point] = [x for x in num.ContentSequence if x.ValueType == "SCOORD"]
+            assert point.RelationshipType == "INFERRED FROM"
+            assert [float(v) for v in point.GraphicData] == [column + 0.5, row + 0.5]
+            assert (point.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                    == result.pet_sop_instance_uids[lesion.max_index[0]])
+        [comment] = [str(x.TextValue) for x in group.ContentSequence
+                     if _concept(x) == ("121106", "DCM")]
+        assert comment.startswith(f"Lesion {i}: SUVmax {lesion.suv_max:.2f},")
+        assert f"T/M max {lesion.tm_max:.2f}" in comment
+

@@ -25,9 +25,9 @@ import pytest
 import SimpleITK as sitk
 
 from dicom_templates import palette
-from dicom_templates.seg import segment_numbers
+from dicom_templates.seg import hypoxic_levels, in_seg, segment_numbers
 from tests.dicomcheck import dciodvfy_errors, pixelmed_errors, pixelmed_lines
-from tests.sr_reading import measurement_groups
+from tests.sr_reading import measurement_groups, region_groups
 from tests.viewers.objects import WrittenStudy, write_quantified_study
 
 VOLUME = ("SCT", "118565006")
@@ -57,12 +57,14 @@ def test_pixelmed_sr_validator_finds_no_error(study: WrittenStudy) -> None:
     assert dciodvfy_errors(study.sr) == []
 
 
-def test_pixelmed_instance_validator_on_the_seg(study: WrittenStudy) -> None:
-    lines = pixelmed_lines(study.seg, "DicomInstanceValidator")
-    assert "Found Segmentation IOD" in lines
-    assert pixelmed_errors(study.seg, "DicomInstanceValidator") in ([], [PIXELMED_LATERALITY])
-    assert dciodvfy_errors(study.seg) == []
-    assert "Laterality" not in pydicom.dcmread(study.seg, stop_before_pixels=True)
+def test_pixelmed_instance_validator_on_every_seg(study: WrittenStudy) -> None:
+    assert len(study.segs) == 1 + len(hypoxic_levels(study.quantified.result)) >= 2
+    for seg in study.segs:
+        lines = pixelmed_lines(seg, "DicomInstanceValidator")
+        assert "Found Segmentation IOD" in lines
+        assert pixelmed_errors(seg, "DicomInstanceValidator") in ([], [PIXELMED_LATERALITY])
+        assert dciodvfy_errors(seg) == []
+        assert "Laterality" not in pydicom.dcmread(seg, stop_before_pixels=True)
 
 
 def test_dciodvfy_on_the_summary(study: WrittenStudy) -> None:
@@ -71,32 +73,42 @@ def test_dciodvfy_on_the_summary(study: WrittenStudy) -> None:
     assert dciodvfy_errors(study.sc) == []
 
 
+def _levels(study: WrittenStudy) -> dict[Path, float | None]:
+    """The level of each SEG file (None: the regions SEG)."""
+    return dict(zip(study.segs, [None, *hypoxic_levels(study.quantified.result)], strict=True))
+
+
 def test_dcmqi_reads_every_segment_with_the_report_volume(
     study: WrittenStudy, tmp_path: Path
 ) -> None:
-    subprocess.run(
-        [_tool("segimage2itkimage"), "--inputDICOM", str(study.seg), "--outputDirectory",
-         str(tmp_path), "--prefix", "seg", "--outputType", "nrrd"],
-        check=True, capture_output=True, timeout=60,
-    )
-    meta = json.loads((tmp_path / "seg-meta.json").read_text())
-    attributes = [a for layer in meta["segmentAttributes"] for a in layer]
-    numbers = {info.number: info for info in segment_numbers(study.quantified.result).values()}
-    assert sorted(a["labelID"] for a in attributes) == sorted(numbers)
     report_volumes = {}
-    for group in measurement_groups(pydicom.dcmread(study.sr)):
+    for group in region_groups(pydicom.dcmread(study.sr)):
         if group.segment_numbers:
             [volume] = group.find(VOLUME)
-            report_volumes[group.segment_numbers[0]] = volume.value
-    assert sorted(report_volumes) == sorted(numbers)
-    for a in attributes:
-        number = int(a["labelID"])
-        assert a["SegmentLabel"] == numbers[number].label
-        assert max(a["recommendedDisplayRGBValue"]) >= 200  # a colour, not near-black
-        image = sitk.ReadImage(str(tmp_path / f"seg-{number}.nrrd"))
-        voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
-        ml = voxels * float(np.prod(image.GetSpacing())) / 1000.0
-        assert ml == pytest.approx(report_volumes[number], rel=1e-6), a["SegmentLabel"]
+            report_volumes[(group.seg_uid, group.segment_numbers[0])] = volume.value
+    read = []
+    for k, (path, level) in enumerate(_levels(study).items()):
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        subprocess.run(
+            [_tool("segimage2itkimage"), "--inputDICOM", str(path), "--outputDirectory",
+             str(tmp_path), "--prefix", f"seg{k}", "--outputType", "nrrd"],
+            check=True, capture_output=True, timeout=60,
+        )
+        meta = json.loads((tmp_path / f"seg{k}-meta.json").read_text())
+        attributes = [a for layer in meta["segmentAttributes"] for a in layer]
+        numbers = {info.number: info for info in segment_numbers(study.quantified.result).values()
+                   if in_seg(info, level)}
+        assert sorted(a["labelID"] for a in attributes) == sorted(numbers)
+        for a in attributes:
+            number = int(a["labelID"])
+            assert a["SegmentLabel"] == numbers[number].label
+            assert max(a["recommendedDisplayRGBValue"]) >= 200  # a colour, not near-black
+            image = sitk.ReadImage(str(tmp_path / f"seg{k}-{number}.nrrd"))
+            voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
+            ml = voxels * float(np.prod(image.GetSpacing())) / 1000.0
+            assert ml == pytest.approx(report_volumes[(uid, number)], rel=1e-6), a["SegmentLabel"]
+            read.append((uid, number))
+    assert sorted(read) == sorted(report_volumes)  # every group's segment, and only those
 
 
 def test_dcmqi_tid1500reader_keeps_every_group_and_measurement(
@@ -126,11 +138,11 @@ PALETTE = {"muscle": palette.MUSCLE.rgb, "lesion": palette.LESION.rgb,
            "hypoxic": palette.HYPOXIC.rgb}
 
 
-def _dcmjs(study: WrittenStudy) -> dict[str, Any]:
+def _dcmjs(study: WrittenStudy, seg: Path | None = None) -> dict[str, Any]:
     if not (VIEWERS / "node_modules" / "dcmjs").is_dir():
         raise AssertionError("dcmjs is not installed (make viewers runs npm ci in tests/viewers)")
     proc = subprocess.run(
-        ["node", str(VIEWERS / "read_dcmjs.mjs"), str(study.seg), str(study.sr)],
+        ["node", str(VIEWERS / "read_dcmjs.mjs"), str(seg or study.seg), str(study.sr)],
         check=True, capture_output=True, text=True, timeout=60,
     )
     read: dict[str, Any] = json.loads(proc.stdout)
@@ -138,20 +150,22 @@ def _dcmjs(study: WrittenStudy) -> dict[str, Any]:
 
 
 def test_dcmjs_reads_the_seg_labels_colours_and_pet_series(study: WrittenStudy) -> None:
-    seg = _dcmjs(study)["seg"]
     result = study.quantified.result
-    assert seg["referencedSeries"] == [result.pet_series_instance_uid]
-    infos = {info.number: info for info in segment_numbers(result).values()}
-    assert [s["number"] for s in seg["segments"]] == sorted(infos)
-    for segment in seg["segments"]:
-        info = infos[segment["number"]]
-        assert segment["label"] == info.label
-        rgb = segment["rgb"]
-        assert max(rgb) >= 200, rgb  # not the near-black of 0..1 input to from_rgb
-        # dcmjs's CIELab->RGB differs from highdicom's by a few tens: nearest palette colour
-        nearest = min(PALETTE, key=lambda k: sum((a - b) ** 2 for a, b in
-                                                 zip(rgb, PALETTE[k], strict=True)))
-        assert nearest == info.kind, (segment, rgb)
+    for path, level in _levels(study).items():
+        seg = _dcmjs(study, path)["seg"]
+        assert seg["referencedSeries"] == [result.pet_series_instance_uid]
+        infos = {info.number: info for info in segment_numbers(result).values()
+                 if in_seg(info, level)}
+        assert [s["number"] for s in seg["segments"]] == sorted(infos)
+        for segment in seg["segments"]:
+            info = infos[segment["number"]]
+            assert segment["label"] == info.label
+            rgb = segment["rgb"]
+            assert max(rgb) >= 200, rgb  # not the near-black of 0..1 input to from_rgb
+            # dcmjs's CIELab->RGB differs from highdicom's by a few tens: nearest palette colour
+            nearest = min(PALETTE, key=lambda k: sum((a - b) ** 2 for a, b in
+                                                     zip(rgb, PALETTE[k], strict=True)))
+            assert nearest == info.kind, (segment, rgb)
 
 
 def test_dcmjs_reads_the_report_groups_and_points(study: WrittenStudy) -> None:

@@ -187,6 +187,8 @@ class OutputConfig(_Section):
     seg_series_number: int = Field(default=9901, ge=1)
     sr_series_number: int = Field(default=9902, ge=1)
     summary_series_number: int = Field(default=9903, ge=1)
+    hypoxic_seg_series_number: int = Field(default=9911, ge=1)
+    """Series number of the first hypoxic SEG (lowest threshold); the next ones count up."""
     uid_prefix: str = "1.2.826.0.1.3680043.8.498."
 
 

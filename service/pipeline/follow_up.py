@@ -46,8 +46,8 @@ class PriorCandidate:
     """Its ``to_json`` document (from the index)."""
     instance_paths: list[str] = field(default_factory=list)
     """Its PET and CT instances, when the node still holds them."""
-    seg_path: str | None = None
-    """Its latest SEG, when held."""
+    seg_paths: list[str] = field(default_factory=list)
+    """Its latest SEGs (regions and hypoxic levels), when held."""
     origin: str | None = None
     """Where the node got it when not from a scanner (e.g. retrieved from a PACS)."""
 
@@ -82,17 +82,25 @@ def _prior_masks(
     reference: sitk.Image,
     transform: sitk.Transform | None,
 ) -> dict[tuple[int, float], np.ndarray]:
-    """Hypoxic segments of the prior's SEG on the current grid, by (lesion number, threshold)."""
-    if candidate.seg_path is None or not Path(candidate.seg_path).is_file():
-        return {}
-    seg = hd.seg.segread(candidate.seg_path)
-    numbers = {str(item.SegmentLabel): int(item.SegmentNumber) for item in seg.SegmentSequence}
+    """Hypoxic segments of the prior's SEGs on the current grid, by (lesion number, threshold).
+
+    Found by their labels (:func:`dicom_templates.seg.hypoxic_label`) in whichever SEG holds
+    them: one SEG per hypoxic level today, one SEG for everything in earlier versions.
+    """
+    by_label: dict[str, tuple[hd.seg.Segmentation, int]] = {}
+    for path in candidate.seg_paths:
+        if not Path(path).is_file():
+            continue
+        seg = hd.seg.segread(path)
+        for item in seg.SegmentSequence:
+            by_label[str(item.SegmentLabel)] = (seg, int(item.SegmentNumber))
     out = {}
     for n, lesion in enumerate(candidate.result.get("lesions") or [], start=1):
         for sub in lesion.get("hypoxic", []):
-            number = numbers.get(hypoxic_label(n, float(sub["threshold"])))
-            if number is None:
+            found = by_label.get(hypoxic_label(n, float(sub["threshold"])))
+            if found is None:
                 continue
+            seg, number = found
             mask = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=prior.pet.sop_instance_uids,
                 segment_numbers=[number],

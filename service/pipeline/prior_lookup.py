@@ -63,8 +63,8 @@ def follow_up_input(index: Index, study_uid: str, settings: FollowUpConfig,
     for row in rows:
         prior_uid = row.facts.study_instance_uid
         latest = index.latest_results(prior_uid)
-        seg = next((path for kind, _uid, path in latest if kind == "SEG"), None)
+        segs = [path for kind, _uid, path in latest if kind == "SEG"]
         paths = [r.path for r in index.study_instances(prior_uid)]
-        candidates.append(PriorCandidate(row.result, paths, seg,
+        candidates.append(PriorCandidate(row.result, paths, segs,
                                          origin(prior_uid) if origin else None))
     return FollowUpInput(candidates, rc_in_use(index.all_facts(tracer), tracer, settings))

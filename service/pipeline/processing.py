@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_templates.seg import build_seg
+from dicom_templates.seg import build_seg, hypoxic_levels
 from dicom_templates.sr import build_sr
 from dicom_templates.summary import build_summary
 from dicom_templates.uids import derive_uid
@@ -57,12 +57,17 @@ class ResultObjects:
     """The DICOM objects built for one quantified study."""
 
     seg: Dataset
+    """The regions SEG (muscle reference and lesions)."""
     sr: Dataset
     summary: Dataset
+    hypoxic_segs: dict[float, Dataset] = field(default_factory=dict)
+    """The hypoxic SEG of each threshold with voxels (see
+    :func:`dicom_templates.seg.hypoxic_levels`)."""
 
     def by_kind(self) -> list[tuple[str, Dataset]]:
         """``(kind, data set)`` of every object, in the order they are written and sent."""
-        return [("SEG", self.seg), ("SR", self.sr), ("SC", self.summary)]
+        segs = [self.seg, *(self.hypoxic_segs[t] for t in sorted(self.hypoxic_segs))]
+        return [*(("SEG", seg) for seg in segs), ("SR", self.sr), ("SC", self.summary)]
 
 
 def write_result_objects(
@@ -87,7 +92,7 @@ def build_result_objects(
     previous_report: Dataset | None = None,
     comparison: PairComparison | None = None,
 ) -> ResultObjects:
-    """Build the SEG, the summary and the SR (which references both) for one result.
+    """Build the SEGs, the summary and the SR (which references them) for one result.
 
     UIDs are derived from the study, the PET instances quantified, the figures and the
     generation: the same input and result give the same UIDs, a re-processing new ones. With
@@ -125,6 +130,18 @@ def build_result_objects(
         series_number=config.output.seg_series_number,
         instance_number=generation,
     )
+    hypoxic_segs: dict[float, Dataset] = {
+        level: build_seg(
+            result,
+            pet_datasets,
+            series_instance_uid=uid(f"hypoxic-seg-series-{level:g}"),
+            sop_instance_uid=uid(f"hypoxic-seg-{level:g}"),
+            series_number=config.output.hypoxic_seg_series_number + k,
+            instance_number=generation,
+            level=level,
+        )
+        for k, level in enumerate(hypoxic_levels(result))
+    }
     # one copy each (the images are float32 already: astype would copy a second time)
     suv_array = sitk.GetArrayFromImage(quantified.pet.suv).astype(np.float32, copy=False)
     ct_array = (
@@ -152,11 +169,12 @@ def build_result_objects(
         sop_instance_uid=uid("sr"),
         series_number=config.output.sr_series_number,
         instance_number=generation,
+        hypoxic_segs=hypoxic_segs,
         summary=summary,
         previous_report=previous_report,
         comparison=comparison,
     )
-    return ResultObjects(seg=seg, sr=sr, summary=summary)
+    return ResultObjects(seg=seg, sr=sr, summary=summary, hypoxic_segs=hypoxic_segs)
 
 
 def encode(dataset: Dataset) -> bytes:

@@ -25,13 +25,26 @@ class WrittenStudy:
 
     pet_ct: list[Path]
     seg: Path
+    """The regions SEG (muscle reference and lesions)."""
     sr: Path
     sc: Path
     quantified: QuantifiedStudy
+    hypoxic_segs: list[Path]
+    """The SEG of each hypoxic level, lowest threshold first."""
+
+    @property
+    def segs(self) -> list[Path]:
+        """Every SEG: the regions, then the hypoxic levels."""
+        return [self.seg, *self.hypoxic_segs]
+
+    @property
+    def results(self) -> list[Path]:
+        """Every result object, as the node sends them."""
+        return [*self.segs, self.sr, self.sc]
 
 
 def write_quantified_study(directory: Path, patient_id: str = "VIEW1") -> WrittenStudy:
-    """Write a synthetic PET/CT study and the SEG, SR and SC the node makes of it."""
+    """Write a synthetic PET/CT study and the SEGs, SR and SC the node makes of it."""
     config = load_config()
     study = make_study(patient_id=patient_id, seed=21)
     paths = [Path(p) for p in write_study(study, directory / "images")]
@@ -47,8 +60,10 @@ def write_quantified_study(directory: Path, patient_id: str = "VIEW1") -> Writte
         )
     )
     objects = build_result_objects(quantified, config, 1)
-    out = {}
-    for kind, dataset in (("seg", objects.seg), ("sr", objects.sr), ("sc", objects.summary)):
-        out[kind] = directory / f"{kind}.dcm"
-        out[kind].write_bytes(encode(dataset))
-    return WrittenStudy(paths, out["seg"], out["sr"], out["sc"], quantified)
+    out: dict[str, list[Path]] = {}
+    for kind, dataset in objects.by_kind():
+        path = directory / f"{kind.lower()}{len(out.get(kind, []))}.dcm"
+        path.write_bytes(encode(dataset))
+        out.setdefault(kind, []).append(path)
+    [seg, *hypoxic], [sr], [sc] = out["SEG"], out["SR"], out["SC"]
+    return WrittenStudy(paths, seg, sr, sc, quantified, hypoxic)
