@@ -47,7 +47,7 @@ constraints: venv
 
 venv: $(STAMP)
 
-# JavaScript readers of tests/test_viewers_*.py: dcmjs from tests/viewers/package-lock.json,
+# JavaScript readers of tests/integration/test_viewers_*.py: dcmjs from tests/viewers/package-lock.json,
 # and the prebuilt OHIF viewer (the dist/ of the npm package @ohif/app, checked against the
 # registry's integrity in tests/viewers/ohif.integrity; its npm dependencies do not resolve,
 # and the prebuilt bundle needs none of them).

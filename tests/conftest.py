@@ -19,20 +19,22 @@ PEER_WORDS = ("start_node", "start_test_node", "start_orthanc", "storescu", "ech
               "webdriver", "subprocess", "start_listener", "start_server", "ReceiverPool",
               "Node(", "HttpServer", "dciodvfy", "pixelmed", "dcmqi", "node_and_pacs",
               "node_toml", "dicomcheck")
-"""A test module whose source names one of these starts a real peer (a process, a server
-on a port, a validator): it is an ``integration`` test, left out of ``make check``."""
+"""Words that betray a real peer (a process, a server on a port, a validator): a test module
+naming one belongs in ``tests/integration`` or ``tests/e2e``, never in ``tests/unit``
+(checked by ``tests/unit/test_layout.py``)."""
+
+ROOMS = {"unit": (), "integration": ("integration",), "e2e": ("integration", "e2e")}
+"""The test folders and the markers their tests carry: ``unit`` (no peer; ``make check``),
+``integration`` (real peers: DCMTK, Orthanc, validators, browsers, PostgreSQL, in-process
+servers), ``e2e`` (``hypoxnode serve`` as a process, from a scanner's push to the PACS)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of modules that start real peers ``integration`` (see PEER_WORDS)."""
-    verdicts: dict[str, bool] = {}
+    """Mark each test with the markers of the folder it lives in (see ROOMS)."""
     for item in items:
-        path = str(item.path)
-        if path not in verdicts:
-            source = Path(path).read_text()
-            verdicts[path] = any(word in source for word in PEER_WORDS)
-        if verdicts[path]:
-            item.add_marker(pytest.mark.integration)
+        room = Path(str(item.path)).parent.name
+        for marker in ROOMS.get(room, ()):
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 @pytest.fixture

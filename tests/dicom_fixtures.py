@@ -5,15 +5,22 @@ Everything is deterministic: UIDs come from :func:`dicom_templates.uids.derive_u
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    PositronEmissionTomographyImageStorage,
+    generate_uid,
+)
 
 from dicom_templates.uids import derive_uid
+from quant.image.volume import ENHANCED_PET_IMAGE_STORAGE
 from quant.results import HypoxicSubvolume, LesionResult, MuscleResult, StudyResult, SuvFacts
 from service.synthetic import SyntheticStudy
 
@@ -319,3 +326,89 @@ def result_from_synthetic(study: SyntheticStudy) -> StudyResult:
         method={"lesions": "synthetic truth", "muscle": "synthetic truth"},
         warnings=["figures taken from the synthetic truth, not measured"],
     )
+
+
+def _item(**values: object) -> Dataset:
+    out = Dataset()
+    for keyword, value in values.items():
+        setattr(out, keyword, value)
+    return out
+
+
+def enhanced_from(datasets: list[Dataset], order: list[int]) -> Dataset:
+    """One Enhanced PET instance holding the frames of ``datasets`` in ``order`` (legacy
+    single-frame PET converted, as a scanner that writes the enhanced IOD would)."""
+    first = datasets[0]
+    ds = Dataset()
+    for keyword in (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "FrameOfReferenceUID",
+        "Modality",
+        "StudyDate",
+        "SeriesDate",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionDate",
+        "AcquisitionTime",
+        "PatientName",
+        "PatientID",
+        "PatientSex",
+        "PatientSize",
+        "PatientWeight",
+        "Units",
+        "DecayCorrection",
+        "CorrectedImage",
+        "RadiopharmaceuticalInformationSequence",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+    ):
+        setattr(ds, keyword, copy.deepcopy(first.data_element(keyword).value))
+    ds.SOPClassUID = ENHANCED_PET_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(order)
+    ds.SharedFunctionalGroupsSequence = [
+        _item(
+            PlaneOrientationSequence=[
+                _item(ImageOrientationPatient=list(first.ImageOrientationPatient))
+            ],
+            PixelMeasuresSequence=[
+                _item(PixelSpacing=list(first.PixelSpacing), SliceThickness=first.SliceThickness)
+            ],
+        )
+    ]
+    frames = []
+    for i in order:
+        source = datasets[i]
+        frames.append(
+            _item(
+                PlanePositionSequence=[
+                    _item(ImagePositionPatient=list(source.ImagePositionPatient))
+                ],
+                PixelValueTransformationSequence=[
+                    _item(
+                        RescaleSlope=source.RescaleSlope,
+                        RescaleIntercept=source.RescaleIntercept,
+                        RescaleType="BQML",
+                    )
+                ],
+                FrameContentSequence=[
+                    _item(
+                        FrameAcquisitionDateTime="20250101110000",
+                        FrameReferenceDateTime="20250101110230",
+                        FrameAcquisitionDuration=300000.0,
+                    )
+                ],
+            )
+        )
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = b"".join(datasets[i].PixelData for i in order)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds

@@ -18,6 +18,8 @@ from typing import Any
 from pydicom import examples
 from pydicom.uid import generate_uid
 
+from service.config import load_config
+from service.node import Node
 from tests.peers import NodeProcess, free_port, start_node
 
 _SENDING = re.compile(r"Sending file: (.+?)\s*$")
@@ -181,3 +183,41 @@ def ct_study(directory: Path, files: int) -> list[Path]:
         paths.append(directory / f"{number}.dcm")
         ds.save_as(paths[-1])
     return paths
+
+
+def process_children(pid: int) -> set[int]:
+    """The direct children of ``pid`` now (from /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "children").read_text()
+        except OSError:
+            continue
+        found |= {int(p) for p in text.split()}
+    return found
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and all its descendants now."""
+    seen = {pid}
+    todo = [pid]
+    while todo:
+        for child in process_children(todo.pop()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def start_in_process_node(tmp_path: Path, **http: object) -> Node:
+    """A started :class:`~service.node.Node` in this process on free ports, completion
+    held back an hour; ``http`` overrides ``[http]`` settings."""
+    config = load_config(
+        None,
+        node={"host": "127.0.0.1", "port": 0, "data_dir": tmp_path},
+        study={"stable_seconds": 3600},
+        http={"port": 0, **http},
+    )
+    node = Node(config)
+    node.start()
+    return node

@@ -1,1 +1,2 @@
-"""Real DICOM readers for tests/test_viewers_*.py (dcmjs and the prebuilt OHIF viewer, npm)."""
+"""Real DICOM readers for tests/integration/test_viewers_*.py: dcmjs and the prebuilt OHIF
+viewer (npm)."""

@@ -19,7 +19,7 @@ Only the waiting and the reading change; every PDU, event and state transition i
 pynetdicom's own.
 The servers that hand these associations out are in
 :mod:`service.receive._pynetdicom.prompt_server`.
-``tests/test_prompt_reactor.py`` pins the upstream methods this module re-implements, so
+``tests/integration/test_prompt_reactor.py`` pins the upstream methods this module re-implements, so
 an upgrade of pynetdicom that changes them fails a test instead of drifting silently.
 """
 

@@ -5,8 +5,8 @@ pynetdicom that is a pydicom ``Dataset`` built element by element and encoded tw
 measure the group length, once to send): 17 % of the samples holding the GIL in a
 ``py-spy record --gil`` of one association, the largest single Python cost of receiving
 then. This module encodes exactly what pynetdicom's ``C_STORE_RSP`` message encodes for a
-response without optional fields (``tests/test_store_response.py`` compares the bytes), and
-says None for anything else, which then goes the upstream way.
+response without optional fields (``tests/integration/test_store_response.py`` compares
+the bytes), and says None for anything else, which then goes the upstream way.
 """
 
 from __future__ import annotations

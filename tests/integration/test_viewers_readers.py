@@ -133,7 +133,7 @@ def test_dcmqi_tid1500reader_keeps_every_group_and_measurement(
     assert set(study.quantified.result.pet_sop_instance_uids) <= set(read["imageLibrary"])
 
 
-VIEWERS = Path(__file__).parent / "viewers"
+VIEWERS = Path(__file__).parents[1] / "viewers"
 PALETTE = {"muscle": palette.MUSCLE.rgb, "lesion": palette.LESION.rgb,
            "hypoxic": palette.HYPOXIC.rgb}
 

@@ -17,8 +17,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from tests.peers import echoscu
-from tests.reliability import start_test_node
-from tests.test_process_hygiene import _tree
+from tests.reliability import process_tree, start_test_node
 
 CHUNK = 1 << 20
 SEND_AT_MOST = 512 * CHUNK
@@ -44,7 +43,7 @@ def test_a_4_gb_pdu_claim_is_refused_at_its_header(
                            node_extra=f"receiver_processes = {receiver_processes}\n"
                                       "max_pdu_bytes = 262144")
     try:
-        before = _rss_mb(_tree(node.process.pid))
+        before = _rss_mb(process_tree(node.process.pid))
         ae = AE(ae_title="SCANNER")
         ae.add_requested_context(Verification)
         assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
@@ -60,7 +59,7 @@ def test_a_4_gb_pdu_claim_is_refused_at_its_header(
         except OSError:
             pass  # the node closed the connection
         assoc.abort()
-        peak = _rss_mb(_tree(node.process.pid))
+        peak = _rss_mb(process_tree(node.process.pid))
         assert sent < 64 * CHUNK, f"the node kept reading: {sent >> 20} MB went through"
         assert peak - before < 200, f"{before:.0f} -> {peak:.0f} MB"
         assert echoscu(node.port, node.ae_title)

@@ -36,7 +36,7 @@ from tests.viewers.objects import WrittenStudy, write_quantified_study
 
 pytestmark = pytest.mark.e2e
 
-OHIF = Path(__file__).parent / "viewers" / "ohif"
+OHIF = Path(__file__).parents[1] / "viewers" / "ohif"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -72,7 +72,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WrittenStud
         server = subprocess.Popen(
             [sys.executable, "-m", "tests.viewers.serve", str(port), orthanc.url],
             stdout=subprocess.DEVNULL, stderr=(work / "serve.log").open("wb"),
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
         url = f"http://127.0.0.1:{port}"
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from quant.image.volume import load_pet_suv
 from service.synthetic import SyntheticStudy, make_study
-from tests.test_suv_header_cases import _enhanced_from
+from tests.dicom_fixtures import enhanced_from
 
 CU64_HALF_LIFE_S = 45721.0
 EVENING = datetime(2026, 3, 4, 19, 30, 0)  # scans the next evening: dates differ
@@ -95,7 +95,7 @@ def test_enhanced_pet_multiframe() -> None:
     study = make_study(field_of_view="pelvis", seed=9)
     ordered = _pet_sorted(study)
     order = list(range(len(ordered)))[::-1]  # frames stored head to feet
-    enhanced = _enhanced_from(ordered, order)
+    enhanced = enhanced_from(ordered, order)
     _assert_truth(study, [enhanced])
 
 
@@ -107,7 +107,7 @@ def test_enhanced_pet_result_objects_are_refused_with_a_reason() -> None:
 
     study = make_study(field_of_view="pelvis", seed=9)
     ordered = _pet_sorted(study)
-    enhanced = _enhanced_from(ordered, list(range(len(ordered))))
+    enhanced = enhanced_from(ordered, list(range(len(ordered))))
     config = load_config(None)
     quantified = quantify([enhanced], study.ct, [], config.quant.to_settings())
     assert quantified.result.lesions  # the figures themselves are computed

@@ -17,14 +17,14 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 from quant.errors import QuantificationError
-from quant.image.volume import ENHANCED_PET_IMAGE_STORAGE, PetVolume, load_pet_suv
+from quant.image.volume import PetVolume, load_pet_suv
 from quant.suv.pet_times import infer_injection_datetime
 from service.cli.suv_command import run_suv
 from tests.data_archives import unpack
+from tests.dicom_fixtures import enhanced_from
 
 BACKGROUND_BQML = 3600.0
 DOSE_BQ = 368.08e6
@@ -269,94 +269,10 @@ def test_lean_body_mass_request_on_bqml() -> None:
 # --- Enhanced PET multi-frame ------------------------------------------------------------------
 
 
-def _item(**values: object) -> Dataset:
-    out = Dataset()
-    for keyword, value in values.items():
-        setattr(out, keyword, value)
-    return out
-
-
-def _enhanced_from(datasets: list[Dataset], order: list[int]) -> Dataset:
-    first = datasets[0]
-    ds = Dataset()
-    for keyword in (
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "FrameOfReferenceUID",
-        "Modality",
-        "StudyDate",
-        "SeriesDate",
-        "StudyTime",
-        "SeriesTime",
-        "AcquisitionDate",
-        "AcquisitionTime",
-        "PatientName",
-        "PatientID",
-        "PatientSex",
-        "PatientSize",
-        "PatientWeight",
-        "Units",
-        "DecayCorrection",
-        "CorrectedImage",
-        "RadiopharmaceuticalInformationSequence",
-        "SamplesPerPixel",
-        "PhotometricInterpretation",
-        "Rows",
-        "Columns",
-        "BitsAllocated",
-        "BitsStored",
-        "HighBit",
-        "PixelRepresentation",
-    ):
-        setattr(ds, keyword, copy.deepcopy(first.data_element(keyword).value))
-    ds.SOPClassUID = ENHANCED_PET_IMAGE_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.NumberOfFrames = len(order)
-    ds.SharedFunctionalGroupsSequence = [
-        _item(
-            PlaneOrientationSequence=[
-                _item(ImageOrientationPatient=list(first.ImageOrientationPatient))
-            ],
-            PixelMeasuresSequence=[
-                _item(PixelSpacing=list(first.PixelSpacing), SliceThickness=first.SliceThickness)
-            ],
-        )
-    ]
-    frames = []
-    for i in order:
-        source = datasets[i]
-        frames.append(
-            _item(
-                PlanePositionSequence=[
-                    _item(ImagePositionPatient=list(source.ImagePositionPatient))
-                ],
-                PixelValueTransformationSequence=[
-                    _item(
-                        RescaleSlope=source.RescaleSlope,
-                        RescaleIntercept=source.RescaleIntercept,
-                        RescaleType="BQML",
-                    )
-                ],
-                FrameContentSequence=[
-                    _item(
-                        FrameAcquisitionDateTime="20250101110000",
-                        FrameReferenceDateTime="20250101110230",
-                        FrameAcquisitionDuration=300000.0,
-                    )
-                ],
-            )
-        )
-    ds.PerFrameFunctionalGroupsSequence = frames
-    ds.PixelData = b"".join(datasets[i].PixelData for i in order)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
-
-
 def test_enhanced_pet_multiframe_matches_the_single_frame_series() -> None:
     datasets = _copy("DRO_1_0")  # slice-wise RescaleSlope
     order = [int(i) for i in np.random.default_rng(7).permutation(len(datasets))]
-    enhanced = _enhanced_from(datasets, order)
+    enhanced = enhanced_from(datasets, order)
     volume = load_pet_suv([enhanced])
     classic = load_pet_suv(_copy("DRO_1_0"))
     np.testing.assert_allclose(
@@ -373,7 +289,7 @@ def test_enhanced_pet_multiframe_matches_the_single_frame_series() -> None:
 
 def test_enhanced_pet_without_decay_correction_uses_frame_reference_times() -> None:
     datasets = _copy()
-    enhanced = _enhanced_from(datasets, list(range(len(datasets))))
+    enhanced = enhanced_from(datasets, list(range(len(datasets))))
     enhanced.DecayCorrection = "NONE"
     volume = load_pet_suv([enhanced])
     # pixels are taken as the activity at FrameReferenceDateTime 11:02:30 (150 s after start)

@@ -1,6 +1,7 @@
 """Automatic regions on real patients: the three ``sts_petct_mirp`` FDG PET/CT WITHOUT their
 RTSTRUCT; the GTV is used only as the answer (filled onto the PET grid by
-:mod:`quant.image.supplied_contours`, which ``tests/test_contour_input.py`` checks independently).
+:mod:`quant.image.supplied_contours`, which ``tests/unit/test_contour_input.py`` checks
+independently).
 
 Done-when of issue 14: a reported lesion holds the GTV's hottest voxel and has Dice >= 0.3
 with the GTV, at most one reported lesion lies wholly outside the GTV, and the muscle

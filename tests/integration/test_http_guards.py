@@ -12,7 +12,7 @@ import pytest
 
 from service.node import Node
 from service.report.http_api import cookie_name, session_value
-from tests.test_http import _node
+from tests.reliability import start_in_process_node
 
 
 def _request(port: int, method: str, path: str, headers: dict[str, str]
@@ -32,7 +32,7 @@ def _request(port: int, method: str, path: str, headers: dict[str, str]
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    running = _node(tmp_path)
+    running = start_in_process_node(tmp_path)
     yield running
     running.stop()
 
@@ -69,7 +69,7 @@ def test_cross_site_state_change_gets_403(node: Node) -> None:
 
 def test_cookie_holds_no_token_and_is_scoped_to_the_port(tmp_path: Path) -> None:
     token = "s3cret-token-value"
-    node = _node(tmp_path, host="0.0.0.0", token=token)
+    node = start_in_process_node(tmp_path, host="0.0.0.0", token=token)
     try:
         port = node.http_port
         assert port is not None

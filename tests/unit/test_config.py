@@ -8,7 +8,7 @@ import pytest
 
 from service.config import ConfigError, load_config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "hypoxnode.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "hypoxnode.example.toml"
 
 
 def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:

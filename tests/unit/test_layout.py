@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("service", "quant", "dicom_templates")
 
 
@@ -91,3 +91,17 @@ def test_modules_are_small(package: str) -> None:
 
 
 LINE_LIMIT = 425
+
+
+def test_tests_live_in_their_room() -> None:
+    """Test modules sit in ``tests/unit``, ``tests/integration`` or ``tests/e2e``, and a unit
+    test starts no real peer (see ``PEER_WORDS`` in ``tests/conftest.py``)."""
+    from tests.conftest import PEER_WORDS, ROOMS
+
+    tests = ROOT / "tests"
+    homeless = sorted(str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py")
+                      if p.parent.parent != tests or p.parent.name not in ROOMS)
+    assert homeless == []
+    with_peers = {str(p.relative_to(ROOT)): [w for w in PEER_WORDS if w in p.read_text()]
+                  for p in (tests / "unit").glob("test_*.py")}
+    assert {k: v for k, v in with_peers.items() if v} == {}

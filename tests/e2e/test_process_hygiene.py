@@ -12,32 +12,9 @@ import os
 from pathlib import Path
 
 from tests.peers import wait_for
-from tests.reliability import start_test_node
+from tests.reliability import process_tree, start_test_node
 
 GONE_WITHIN_S = 5.0
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text()
-        except OSError:
-            continue
-        found |= {int(p) for p in text.split()}
-    return found
-
-
-def _tree(pid: int) -> set[int]:
-    """``pid`` and all its descendants now."""
-    seen = {pid}
-    todo = [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return seen
 
 
 def _alive(pid: int) -> bool:
@@ -63,11 +40,11 @@ def test_sigkill_of_the_node_leaves_no_process_behind(tmp_path: Path) -> None:
     try:
         # the pool's workers (warmed up at start) and the resource tracker join the tree
         wait_for(
-            lambda: sum("multiprocessing" in _cmdline(p) for p in _tree(root)) >= 3,
+            lambda: sum("multiprocessing" in _cmdline(p) for p in process_tree(root)) >= 3,
             60,
             "the worker pool and the receiving processes to start",
         )
-        tree = _tree(root) - {root}
+        tree = process_tree(root) - {root}
         assert any("resource_tracker" in _cmdline(p) for p in tree), [
             _cmdline(p) for p in tree
         ]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydicom import examples
 
-from service.config import load_config
 from service.node import Node
 from tests.peers import storescu, wait_for
+from tests.reliability import start_in_process_node
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -28,21 +28,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _node(tmp_path: Path, **http: object) -> Node:
-    config = load_config(
-        None,
-        node={"host": "127.0.0.1", "port": 0, "data_dir": tmp_path},
-        study={"stable_seconds": 3600},
-        http={"port": 0, **http},
-    )
-    node = Node(config)
-    node.start()
-    return node
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    running = _node(tmp_path)
+    running = start_in_process_node(tmp_path)
     yield running
     running.stop()
 
@@ -80,7 +68,7 @@ def test_health_status_and_metrics_move(node: Node, tmp_path: Path) -> None:
 
 
 def test_token_required_beyond_loopback(tmp_path: Path) -> None:
-    node = _node(tmp_path, host="0.0.0.0", token="s3cret-token")
+    node = start_in_process_node(tmp_path, host="0.0.0.0", token="s3cret-token")
     try:
         base = f"http://127.0.0.1:{node.http_port}"
         assert _get(base + "/api/studies")[0] == 401

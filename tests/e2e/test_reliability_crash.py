@@ -16,7 +16,7 @@ import copy
 import random
 import shutil
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 import pydicom
@@ -69,6 +69,46 @@ def _sop_uid(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
+class _Sender:
+    """``storescu -v`` sending ``files`` to ``node``, its output read line by line as it comes."""
+
+    def __init__(self, files: list[Path], node: NodeProcess) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [require_tool("storescu"), "-v", "-nh", "-aet", "SCANNER", "-aec",
+             node.ae_title, "127.0.0.1", str(node.port), *map(str, files)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_until(self, responses: int) -> None:
+        """Until the association is requested (``responses`` -1), accepted (0), or that many
+        store responses were received; or the sender ended."""
+        def reached() -> bool:
+            text = "".join(self.lines)
+            if responses < 0:
+                seen = "Requesting Association" in text
+            elif responses == 0:
+                seen = "Association Accepted" in text
+            else:
+                seen = text.count("Received Store Response") >= responses
+            return seen or self.process.poll() is not None
+
+        wait_for(reached, 120, f"storescu to reach {responses} store responses", 0.01)
+
+    def finish(self) -> str:
+        """The sender's whole output once it has ended."""
+        self.process.wait(timeout=300)
+        self._reader.join(30)
+        return "".join(self.lines)
+
+
 def _restart(node: NodeProcess) -> NodeProcess:
     return start_test_node(node.log_path.parent, stable_seconds=STABLE_SECONDS,
                            port=node.port, http_port=node.http_port)
@@ -96,17 +136,14 @@ def test_sigkill_while_receiving_loses_nothing_acknowledged(tmp_path: Path) -> N
             # Once everything was acknowledged, keep killing while duplicates are sent, so the
             # number of kills does not depend on how fast the node receives.
             sending = pending or files
-            sender = subprocess.Popen(
-                [require_tool("storescu"), "-v", "-nh", "-aet", "SCANNER", "-aec",
-                 node.ae_title, "127.0.0.1", str(node.port), *map(str, sending)],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )
+            sender = _Sender(sending, node)
             if kills < KILL_ROUNDS:
-                time.sleep(rng.uniform(0.05, 0.6))  # association set-up or mid-transfer
+                # Killed while the association is being set up, just after it is accepted,
+                # or after a random number of acknowledged instances (mid-transfer).
+                sender.wait_until(rng.randint(-1, 40))
                 node.kill()
                 kills += 1
-            output, _ = sender.communicate(timeout=300)
-            answered = store_results(output)
+            answered = store_results(sender.finish())
             acknowledged |= {uid_of[f] for f, status in answered.items() if status == "Success"}
             pending = [f for f in pending if answered.get(str(f)) != "Success"]
             if node.process.poll() is not None:
