@@ -10,7 +10,9 @@ STAMP  := $(VENV)/.installed
 # (dciodvfy), Orthanc (the PACS) with its DICOMweb plugin (what OHIF reads), Chromium +
 # chromedriver (the status page and OHIF in a real browser), systemd (systemd-analyze verify
 # of the unit), PixelMed (its SR and IOD validators, with a Java runtime), Node.js + npm (dcmjs
-# and OHIF). Installed with apt when running as root and missing.
+# and OHIF), haproxy (the load balancer in front of several nodes) and PostgreSQL (the shared
+# index of several nodes; the tests start throwaway clusters of their own). Installed with apt
+# when running as root and missing; the packages' own services are stopped again.
 system-deps:
 	@missing=""; \
 	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
@@ -24,11 +26,15 @@ system-deps:
 	test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || missing="$$missing orthanc-dicomweb"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	    systemctl disable --now orthanc >/dev/null 2>&1 || service orthanc stop >/dev/null 2>&1 || true; \
+	    for unit in orthanc haproxy postgresql; do \
+	      systemctl disable --now $$unit >/dev/null 2>&1 || service $$unit stop >/dev/null 2>&1 || true; \
+	    done; \
 	  else \
 	    echo "missing system packages:$$missing (install them with apt as root)" >&2; exit 1; \
 	  fi; \

@@ -215,11 +215,13 @@ class NodeProcess:
 
 
 def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPOXNODE",
-               env: dict[str, str] | None = None, echo_extra: list[str] | None = None
-               ) -> NodeProcess:
+               env: dict[str, str] | None = None, echo_extra: list[str] | None = None,
+               echo_port: int | None = None) -> NodeProcess:
     """Write ``config_toml`` and start ``hypoxnode serve`` on it; wait for C-ECHO.
 
     ``echo_extra``: options of the readiness echoscu (TLS options for a TLS node).
+    ``echo_port``: where the readiness echoscu connects (a load balancer in front of the
+    node); the node's own ``port`` by default.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "hypoxnode.toml"
@@ -235,7 +237,7 @@ def start_node(workdir: Path, config_toml: str, port: int, ae_title: str = "HYPO
     def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"hypoxnode serve exited early:\n{node.log()[-3000:]}")
-        return echoscu(port, ae_title, extra=echo_extra)
+        return echoscu(echo_port or port, ae_title, extra=echo_extra)
 
     try:
         wait_for(ready, 60, "hypoxnode serve to answer C-ECHO", interval_s=0.5)
@@ -255,3 +257,57 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int
             process.kill()
             process.wait(10)
     return int(process.returncode)
+
+
+@dataclass
+class Haproxy:
+    """A real haproxy (Debian package) in ``mode tcp`` in front of nodes, sending PROXY v2."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_haproxy(workdir: Path, backends: list[int], port: int | None = None) -> Haproxy:
+    """haproxy on loopback ``port`` balancing over the node ports ``backends`` with
+    ``send-proxy-v2`` (``deploy/haproxy.cfg`` is the production form); foreground, by PID."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    servers = "\n".join(f"    server node{i} 127.0.0.1:{backend} send-proxy-v2"
+                        " check check-send-proxy inter 500ms"
+                        for i, backend in enumerate(backends, 1))
+    config = workdir / "haproxy.cfg"
+    config.write_text(f"""global
+    maxconn 256
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend dicom
+    bind 127.0.0.1:{port}
+    default_backend nodes
+backend nodes
+    balance leastconn
+{servers}
+""")
+    log_path = workdir / "haproxy.log"
+    process = subprocess.Popen([require_tool("haproxy"), "-db", "-f", str(config)],
+                               stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+    proxy = Haproxy(process, port, log_path)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"haproxy exited: {log_path.read_text()[-2000:]}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, 20, "haproxy to listen")
+    except TimeoutError:
+        proxy.stop()
+        raise
+    return proxy

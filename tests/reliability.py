@@ -91,14 +91,16 @@ def start_test_node(
     port: int | None = None,
     http_port: int | None = None,
     echo_extra: list[str] | None = None,
+    echo_port: int | None = None,
 ) -> NodeProcess:
-    """Start ``hypoxnode serve`` with :func:`node_toml`; data in ``workdir/data``."""
+    """Start ``hypoxnode serve`` with :func:`node_toml`; data in ``workdir/data``
+    (``echo_port``: see :func:`~tests.peers.start_node`)."""
     port = port or free_port()
     if http and http_port is None:
         http_port = free_port()
     toml = node_toml(workdir / "data", port, http_port=http_port if http else None,
                      stable_seconds=stable_seconds, node_extra=node_extra, sections=sections)
-    node = start_node(workdir, toml, port, echo_extra=echo_extra)
+    node = start_node(workdir, toml, port, echo_extra=echo_extra, echo_port=echo_port)
     node.http_port = http_port if http else None
     return node
 

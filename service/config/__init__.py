@@ -87,6 +87,11 @@ class NodeConfig(_Section):
     """Empty: any calling AE title is accepted (set it in production)."""
     allowed_calling_hosts: list[str] = Field(default_factory=list)
     """IP addresses or networks (CIDR) allowed to associate; empty: any host."""
+    proxy_from: list[str] = Field(default_factory=list)
+    """Load balancers (IP addresses or networks) in front of the node, sending the PROXY
+    protocol v2 header (haproxy ``send-proxy-v2``). When set, every DICOM connection must come
+    from one of them and start with the header, and the scanner's address in it is the one
+    ``allowed_calling_hosts``, the audit trail and the logs see. Empty: no PROXY protocol."""
     min_free_mb: float = Field(default=0.0, ge=0)
     """Free-space floor of ``data_dir``, MB: below it C-STORE answers 0xA700. 0: no floor."""
     max_memory_mb: float = Field(default=1536.0, ge=512)
@@ -103,7 +108,7 @@ class NodeConfig(_Section):
             _check_ae_title(title)
         return value
 
-    @field_validator("allowed_calling_hosts")
+    @field_validator("allowed_calling_hosts", "proxy_from")
     @classmethod
     def _check_hosts(cls, value: list[str]) -> list[str]:
         for entry in value:
@@ -122,18 +127,22 @@ class NodeConfig(_Section):
 
     def host_allowed(self, address: str) -> bool:
         """Whether a peer at ``address`` may associate (always, without an allow-list)."""
-        if not self.allowed_calling_hosts:
-            return True
-        try:
-            peer = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-            peer = peer.ipv4_mapped
-        return any(
-            peer in ipaddress.ip_network(entry, strict=False)
-            for entry in self.allowed_calling_hosts
-        )
+        return not self.allowed_calling_hosts or _in_networks(address, self.allowed_calling_hosts)
+
+    def from_balancer(self, address: str) -> bool:
+        """Whether a connection from ``address`` comes from a load balancer of ``proxy_from``."""
+        return _in_networks(address, self.proxy_from)
+
+
+def _in_networks(address: str, networks: list[str]) -> bool:
+    """Whether ``address`` (IPv4, IPv6, IPv4-mapped IPv6) lies in one of ``networks``."""
+    try:
+        peer = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    return any(peer in ipaddress.ip_network(entry, strict=False) for entry in networks)
 
 
 class TlsConfig(_Section):

@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from service.config import NodeConfig
+from service.receive.proxy_header import ProxyGate
 from service.runtime.audit import audit
 
 SUMMARY_INTERVAL_S = 10.0
@@ -30,11 +32,15 @@ class RefusedAtAccept:
         ``node.host_allowed``; None lets everyone connect.
     clock
         Monotonic seconds (injected by tests).
+    setting
+        The setting that lists the hosts allowed, for the audit line.
     """
 
     def __init__(self, host_allowed: Callable[[str], bool] | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 setting: str = "node.allowed_calling_hosts") -> None:
         self._host_allowed = host_allowed
+        self._setting = setting
         self._clock = clock
         self._lock = threading.Lock()
         self._count = 0
@@ -60,6 +66,18 @@ class RefusedAtAccept:
                 return
             count, seconds = self._count, now - self._since
             self._count, self._since = 0, now
-        audit.warning("connection refused at accept from %s: host not in "
-                      "node.allowed_calling_hosts (%d refused in the last %.0f s)",
-                      host, count, seconds)
+        audit.warning("connection refused at accept from %s: host not in %s (%d refused in"
+                      " the last %.0f s)", host, self._setting, count, seconds)
+
+
+def accept_checks(node: NodeConfig) -> tuple[RefusedAtAccept, ProxyGate | None]:
+    """What the node checks when it accepts a connection, and the PROXY gate behind it.
+
+    Without ``node.proxy_from`` the peer must be in ``node.allowed_calling_hosts`` (when set)
+    and there is no gate. With it, the peer must be one of the balancers, and the gate reads
+    each connection's PROXY v2 header and checks the scanner's address in it.
+    """
+    if not node.proxy_from:
+        return RefusedAtAccept(node.host_allowed if node.allowed_calling_hosts else None), None
+    gate = ProxyGate(node.host_allowed, node.association_request_timeout_s)
+    return RefusedAtAccept(node.from_balancer, setting="node.proxy_from"), gate

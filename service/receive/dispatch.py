@@ -71,14 +71,14 @@ class Dispatcher:
         receiver to reject the association (``node.max_associations`` for the whole node).
         A connection its receiver reports :data:`IDLE` (no association request within the
         grace) is not counted until it reports :data:`COUNTED`.
-    host_allowed
-        ``node.host_allowed``: a connection from any other address is closed at accept,
-        before a byte of it is read (None: everyone may connect).
+    refused
+        Closes a connection from a host not allowed at accept, before a byte of it is read
+        (:func:`~service.receive.accept_guard.accept_checks`; None: everyone may connect).
     """
 
     def __init__(self, host: str, port: int, on_all_ready: Callable[[], None] | None = None,
                  max_connections: int | None = None,
-                 host_allowed: Callable[[str], bool] | None = None) -> None:
+                 refused: RefusedAtAccept | None = None) -> None:
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)[0][0]
         # "::" takes IPv4 scanners too, as the node's own listener does on Linux.
@@ -97,7 +97,7 @@ class Dispatcher:
         self._pending: deque[tuple[socket.socket, tuple[str, int], float]] = deque()
         self._on_all_ready = on_all_ready
         self._max_connections = max_connections
-        self._refused = RefusedAtAccept(host_allowed)
+        self._refused = refused if refused is not None else RefusedAtAccept(None)
         self._stop = False
         self._handed_over = 0
         self._thread = threading.Thread(target=self._run, name="dispatch", daemon=True)

@@ -42,6 +42,7 @@ from service.receive._pynetdicom.prompt_server import (
 )
 from service.receive._pynetdicom.spool import spooled
 from service.receive._pynetdicom.spool_files import SpoolFile, SpoolReserve
+from service.receive.accept_guard import accept_checks
 from service.receive.association_events import (
     UNCOUNTED_ASSOCIATIONS,
     AssociationLog,
@@ -266,10 +267,11 @@ def start_listener(
     """
     handlers, context = _handlers_and_tls(config, store, index, metrics)
     node = config.node
+    refused, proxy = accept_checks(node)
     return start_server(build_ae(config), (node.host, node.port), handlers,
                         ssl_context=context,
                         spool=SpoolReserve(store.tmp_dir, min_free_bytes=store.min_free_bytes),
-                        host_allowed=node.host_allowed if node.allowed_calling_hosts else None)
+                        refused=refused, proxy=proxy)
 
 
 def dispatched_listener(
@@ -288,4 +290,5 @@ def dispatched_listener(
     return dispatched_server(build_ae(config), (config.node.host, config.node.port), handlers,
                              ssl_context=context,
                              spool=SpoolReserve(store.tmp_dir,
-                                                min_free_bytes=store.min_free_bytes))
+                                                min_free_bytes=store.min_free_bytes),
+                             proxy=accept_checks(config.node)[1])

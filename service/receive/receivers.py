@@ -33,6 +33,7 @@ from typing import Any
 
 from service.config import Config
 from service.receive._pynetdicom.spool_files import remove_orphans
+from service.receive.accept_guard import accept_checks
 from service.receive.dispatch import Dispatcher
 from service.receive.receiver_process import STOP_GRACE_S, receiver_main
 from service.receive.tls import server_context
@@ -144,7 +145,7 @@ class ReceiverPool:
             on_all_ready=lambda: log.info("all %d receiving processes take connections",
                                           self.size),
             max_connections=node.max_associations,
-            host_allowed=node.host_allowed if node.allowed_calling_hosts else None,
+            refused=accept_checks(node)[0],
         )
         # Receivers describe the node by the address actually bound (port 0, host names).
         host, port = self._dispatcher.address

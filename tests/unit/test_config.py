@@ -79,3 +79,13 @@ def test_noise_floor_setting_reaches_the_detector(tmp_path: Path) -> None:
     assert settings.lesion_noise_sds == 3.0
     assert settings.for_tracer(None).lesion_noise_sds == 3.0
     assert load_config().quant.to_settings().for_tracer(None).lesion_noise_sds == 5.0
+
+
+def test_proxy_from_names_the_balancers() -> None:
+    node = load_config(None, node={"proxy_from": ["10.9.0.0/24", "::1"]}).node
+    assert node.from_balancer("10.9.0.4") and node.from_balancer("::ffff:10.9.0.4")
+    assert node.from_balancer("::1")
+    assert not node.from_balancer("10.9.1.4")
+    assert not load_config(None).node.from_balancer("127.0.0.1")  # no balancer configured
+    with pytest.raises(ConfigError, match="not an IP address"):
+        load_config(None, node={"proxy_from": ["haproxy.local"]})

@@ -9,6 +9,7 @@ Connections from hosts outside the allow-list are closed at accept.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import threading
@@ -28,7 +29,9 @@ from service.receive._pynetdicom.spool_files import SpoolReserve
 from service.receive.accept_guard import RefusedAtAccept
 from service.receive.association_grace import GraceCount
 from service.receive.dispatch import DONE
+from service.receive.proxy_header import ProxyGate, ProxyHealthCheckError
 
+log = logging.getLogger("hypoxnode.listener")
 
 class PromptRequestHandler(RequestHandler):
     """pynetdicom's request handler, handing out prompt associations."""
@@ -59,9 +62,40 @@ class PromptAssociationServer(ThreadedAssociationServer):
     refused: RefusedAtAccept = RefusedAtAccept(None)
     """Closes connections from hosts outside the allow-list before anything is read."""
 
+    proxy: ProxyGate | None = None
+    """Behind a load balancer (``node.proxy_from``): each connection's PROXY v2 header is read
+    first and the scanner's address in it is the association's peer. ``refused`` then checks
+    that the connection comes from a balancer."""
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """False (the connection is closed unread) for a host outside the allow-list."""
         return not self.refused.refuse(request, client_address)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Upstream's, but behind a balancer the TLS handshake waits for the PROXY header
+        (:meth:`finish_request`)."""
+        if self.proxy is None:
+            return super().get_request()
+        return cast(socket.socket, self.socket).accept()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Behind a balancer: the PROXY header, then TLS; then upstream's handling."""
+        if self.proxy is not None:
+            client_address = self.proxy.open(request, client_address)
+            if self.ssl_context is not None:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed before its association (a TLS handshake or a PROXY header,
+        mostly): audit it, as the listener does for connections closed before a request
+        (upstream prints a traceback). A load balancer's health check is not audited."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ProxyHealthCheckError):
+            log.debug("health check from %s:%s: %s", *client_address[:2], exc)
+            return
+        AUDIT.warning("connection from %s:%s closed before any association request: %s",
+                      *client_address[:2], exc)
 
     def server_close(self) -> None:
         """Upstream's, then the spool reserve's files not used are removed."""
@@ -145,13 +179,17 @@ class DispatchedAssociationServer(PromptAssociationServer):
             return False
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """TLS handshake (where upstream does it at ``accept``), then upstream's handling."""
+        """The PROXY header behind a balancer, the TLS handshake (where upstream does it at
+        ``accept``), then upstream's handling."""
         fileno = request.fileno()
         count = self.count_of(fileno)
         try:
+            if self.proxy is not None:
+                client_address = self.proxy.open(request, client_address)
             if self.ssl_context is not None:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
-            super().finish_request(request, client_address)
+            # the header and TLS are done: upstream's handling, not PromptAssociationServer's
+            ThreadedAssociationServer.finish_request(self, request, client_address)
         except BaseException:
             if count is not None:
                 count.end()  # once: its association, if it got one, ends it no second time
@@ -161,13 +199,6 @@ class DispatchedAssociationServer(PromptAssociationServer):
         finally:  # the association, once created, holds the count itself
             with self._over_limit_lock:
                 self._counts.pop(fileno, None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A connection that failed before its association (a TLS handshake, mostly): audit
-        it, as the listener does for connections closed before a request (upstream prints a
-        traceback)."""
-        AUDIT.warning("connection from %s:%s closed before any association request: %s",
-                      *client_address[:2], sys.exc_info()[1])
 
     def shutdown(self) -> None:
         """Nothing to stop: there is no ``serve_forever`` loop."""
@@ -180,20 +211,23 @@ def start_server(
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
     spool: SpoolReserve | None = None,
-    host_allowed: Callable[[str], bool] | None = None,
+    refused: RefusedAtAccept | None = None,
+    proxy: ProxyGate | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with prompt associations.
 
     Returns the running server; ``ae.shutdown()`` and ``server.shutdown()`` stop it as usual.
-    ``spool``: see :attr:`PromptAssociationServer.spool`. ``host_allowed``: connections from
-    other addresses are closed at accept (None: everyone).
+    ``spool``: see :attr:`PromptAssociationServer.spool`. ``refused``: closes connections from
+    hosts not allowed at accept (None: everyone). ``proxy``: see
+    :attr:`PromptAssociationServer.proxy`.
     """
     server = cast(PromptAssociationServer, ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
         server_class=PromptAssociationServer,
     ))
     server.spool = spool
-    server.refused = RefusedAtAccept(host_allowed)
+    server.refused = refused if refused is not None else RefusedAtAccept(None)
+    server.proxy = proxy
     timestamp = datetime.now().strftime("%Y%m%d%H%M%S")
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=f"AcceptorServer@{timestamp}",
@@ -210,13 +244,15 @@ def dispatched_server(
     evt_handlers: list[Any],
     ssl_context: SSLContext | None = None,
     spool: SpoolReserve | None = None,
+    proxy: ProxyGate | None = None,
 ) -> DispatchedAssociationServer:
     """A :class:`DispatchedAssociationServer` for ``ae``; ``address`` is the node's, for the
-    association's acceptor address (nothing is bound to it here). ``spool``: see
-    :attr:`PromptAssociationServer.spool`."""
+    association's acceptor address (nothing is bound to it here). ``spool`` and ``proxy``: see
+    :attr:`PromptAssociationServer`."""
     server = cast(DispatchedAssociationServer, ae.make_server(
         address, ssl_context=ssl_context, evt_handlers=evt_handlers,
         server_class=DispatchedAssociationServer,
     ))
     server.spool = spool
+    server.proxy = proxy
     return server
