@@ -29,45 +29,14 @@ from typing import Any
 
 from service.receive.identity import KnownInstance
 from service.storage import sqlite_db
-from service.storage.index_exports import RESULTS_EXPORTS_SCHEMA, ResultsExportsMixin
-from service.storage.index_facts import FACTS_SCHEMA, StudyFactsMixin
+from service.storage.errors import IndexUnavailableError
+from service.storage.index_exports import ResultsExportsMixin
+from service.storage.index_facts import StudyFactsMixin
 from service.storage.index_retention import RetentionMixin
+from service.storage.index_schema import SCHEMA, SCHEMA_VERSION, UPSERT_INSTANCE
+from service.storage.postgres_db import PgConnection, create_schema
 from service.storage.store import InstanceConflictError
 from service.storage.study_state import StudyState
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    sop_instance_uid     TEXT PRIMARY KEY,
-    sop_class_uid        TEXT NOT NULL,
-    study_instance_uid   TEXT NOT NULL,
-    series_instance_uid  TEXT NOT NULL,
-    modality             TEXT NOT NULL DEFAULT '',
-    path                 TEXT NOT NULL,
-    size_bytes           INTEGER NOT NULL,
-    calling_ae_title     TEXT NOT NULL DEFAULT '',
-    received_at          REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
-
-CREATE TABLE IF NOT EXISTS studies (
-    study_instance_uid   TEXT PRIMARY KEY,
-    state                TEXT NOT NULL,
-    first_received_at    REAL NOT NULL,
-    last_received_at     REAL NOT NULL,
-    processed_count      INTEGER NOT NULL DEFAULT 0,
-    generation           INTEGER NOT NULL DEFAULT 0,
-    error                TEXT,
-    result_json          TEXT,
-    updated_at           REAL NOT NULL
-);
-"""
-
-
-class IndexUnavailableError(OSError):
-    """The index cannot be opened or written (corrupt, read-only, disk gone). An OSError,
-    so that ``hypoxnode serve`` reports it in one line like any other start-up failure."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +66,16 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._pg: PgConnection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = self._connect("FULL")
+            self._db: Any = self._connect("FULL")
             with self._lock:
                 # executescript commits on its own
-                self._db.executescript(_SCHEMA + RESULTS_EXPORTS_SCHEMA + FACTS_SCHEMA)
+                self._db.executescript(SCHEMA)
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 self._db.execute("SELECT COUNT(*) FROM studies").fetchone()
-            self._instance_db = self._connect("NORMAL")
+            self._instance_db: Any = self._connect("NORMAL")
         except (sqlite3.Error, OSError) as exc:
             raise IndexUnavailableError(
                 f"cannot open the index {self.path}: {exc} (restore it from a backup, or move"
@@ -113,18 +83,44 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
                 " study again)"
             ) from exc
 
+    @classmethod
+    def on_postgres(cls, database_url: str) -> Index:
+        """The index in a PostgreSQL database shared by several nodes (``[cluster]``): same
+        methods, timestamps from the database server (:mod:`service.storage.postgres_db`).
+
+        Raises
+        ------
+        IndexUnavailableError
+            The database cannot be reached or holds a newer schema.
+        """
+        index = cls.__new__(cls)
+        index.path = Path(database_url.split("?", 1)[0])
+        index._lock = threading.RLock()
+        index._pg = PgConnection(database_url)
+        create_schema(index._pg, SCHEMA, SCHEMA_VERSION)
+        index._db = index._instance_db = index._pg
+        return index
+
+    def _now(self) -> float:
+        """Seconds since the epoch: the database server's clock on PostgreSQL."""
+        return time.time() if self._pg is None else self._pg.now()
+
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         return sqlite_db.connect(self.path, synchronous)
 
     def close(self) -> None:
         """Close the connections."""
         with self._lock:
+            if self._pg is not None:
+                self._pg.close()
+                return
             self._instance_db.close()
             self._db.close()
 
-    def _transaction(self, db: sqlite3.Connection | None = None
-                     ) -> AbstractContextManager[sqlite3.Connection]:
+    def _transaction(self, db: Any = None) -> AbstractContextManager[Any]:
         """One write transaction, on the FULL connection unless ``db`` is given."""
+        if self._pg is not None:
+            return self._pg.transaction(self._lock)
         return sqlite_db.transaction(self._db if db is None else db, self._lock)
 
     # -- instances ---------------------------------------------------------------------------
@@ -157,7 +153,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
                     f" series {existing[1]}"
                 )
             db.execute(
-                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                UPSERT_INSTANCE,
                 (
                     record.sop_instance_uid,
                     record.sop_class_uid,
@@ -175,7 +171,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
             return is_new
 
     def _touch_study(
-        self, db: sqlite3.Connection, study_uid: str, when: float, new_instance: bool
+        self, db: Any, study_uid: str, when: float, new_instance: bool
     ) -> None:
         row = db.execute(
             "SELECT state FROM studies WHERE study_instance_uid = ?", (study_uid,)
@@ -238,7 +234,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
                     f" {existing[0]} series {existing[1]}"
                 )
             db.execute(
-                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                UPSERT_INSTANCE,
                 (record.sop_instance_uid, record.sop_class_uid, record.study_instance_uid,
                  record.series_instance_uid, record.modality, record.path,
                  record.size_bytes, record.calling_ae_title, record.received_at),
@@ -311,7 +307,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
             Whether the row changed (False when the study was not in ``expected``).
         """
         sets = ["state = ?", "updated_at = ?", "error = ?"]
-        values: list[Any] = [state.value, time.time(), error]
+        values: list[Any] = [state.value, self._now(), error]
         if result is not None:
             sets.append("result_json = ?")
             values.append(json.dumps(result))
@@ -339,7 +335,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
             cursor = db.execute(
                 "UPDATE studies SET state = ?, generation = generation + 1, updated_at = ?"
                 " WHERE study_instance_uid = ? AND state = ?",
-                (StudyState.PROCESSING.value, time.time(), study_uid, StudyState.QUEUED.value),
+                (StudyState.PROCESSING.value, self._now(), study_uid, StudyState.QUEUED.value),
             )
             if cursor.rowcount != 1:
                 return None
@@ -359,7 +355,7 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
                 "UPDATE studies SET state = ?, updated_at = ? WHERE state IN (?, ?)",
                 (
                     StudyState.RECEIVING.value,
-                    time.time(),
+                    self._now(),
                     StudyState.QUEUED.value,
                     StudyState.PROCESSING.value,
                 ),

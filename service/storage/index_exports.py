@@ -7,9 +7,7 @@ A mixin of :class:`service.storage.index.Index` (same connections and lock), as
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -75,8 +73,9 @@ class ResultsExportsMixin:
     """Methods of :class:`service.storage.index.Index` over ``results`` and ``exports``."""
 
     _lock: threading.RLock
-    _db: sqlite3.Connection
-    _transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _db: Any
+    _transaction: Callable[[], AbstractContextManager[Any]]
+    _now: Callable[[], float]
     """Provided by :class:`service.storage.index.Index`."""
 
     def record_results(
@@ -87,18 +86,23 @@ class ResultsExportsMixin:
         generation: int,
     ) -> None:
         """Record result objects ``(kind, sop_instance_uid, path)`` and queue their exports."""
-        now = time.time()
+        now = self._now()
         with self._transaction() as db:
             for kind, sop_uid, path in outputs:
                 db.execute(
-                    "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO results (sop_instance_uid, study_instance_uid, kind, path,"
+                    " generation, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sop_instance_uid) DO UPDATE SET"
+                    " study_instance_uid = excluded.study_instance_uid, kind = excluded.kind,"
+                    " path = excluded.path, generation = excluded.generation,"
+                    " created_at = excluded.created_at",
                     (sop_uid, study_uid, kind, path, generation, now),
                 )
                 for destination in destinations:
                     db.execute(
-                        "INSERT OR IGNORE INTO exports (sop_instance_uid, study_instance_uid,"
+                        "INSERT INTO exports (sop_instance_uid, study_instance_uid,"
                         " destination, path, state, next_attempt_at, created_at, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (sop_uid, study_uid, destination, path, ExportState.PENDING.value,
                          now, now, now),
                     )
@@ -134,7 +138,7 @@ class ResultsExportsMixin:
             db.execute(
                 "UPDATE exports SET state = ?, attempts = attempts + 1, last_status = ?,"
                 " last_error = NULL, updated_at = ? WHERE id = ?",
-                (ExportState.SENT.value, status, time.time(), export_id),
+                (ExportState.SENT.value, status, self._now(), export_id),
             )
 
     def export_failed(
@@ -150,12 +154,12 @@ class ResultsExportsMixin:
             db.execute(
                 "UPDATE exports SET state = ?, attempts = attempts + 1, last_error = ?,"
                 " last_status = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (state.value, error, status, next_attempt_at or 0.0, time.time(), export_id),
+                (state.value, error, status, next_attempt_at or 0.0, self._now(), export_id),
             )
 
     def retry_exports(self, study_uid: str, destination: str | None = None) -> int:
         """Put a study's failed exports back in the queue, due now."""
-        now = time.time()
+        now = self._now()
         sql = (
             "UPDATE exports SET state = ?, next_attempt_at = ?, created_at = ?, updated_at = ?"
             " WHERE study_instance_uid = ? AND state = ?"
@@ -170,7 +174,7 @@ class ResultsExportsMixin:
 
     def queue_exports(self, study_uid: str, destinations: list[str]) -> int:
         """(Re)queue the latest results of a study for ``destinations``, due now."""
-        now = time.time()
+        now = self._now()
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT sop_instance_uid, path FROM results WHERE study_instance_uid = ? AND"

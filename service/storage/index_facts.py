@@ -8,9 +8,7 @@ retention has purged. A mixin of :class:`service.storage.index.Index` (same conn
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,8 +50,9 @@ class StudyFactsMixin:
     """Methods of :class:`service.storage.index.Index` over ``study_facts``."""
 
     _lock: threading.RLock
-    _db: sqlite3.Connection
-    _transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _db: Any
+    _transaction: Callable[[], AbstractContextManager[Any]]
+    _now: Callable[[], float]
     """Provided by :class:`service.storage.index.Index`."""
 
     def record_study_facts(self, result: dict[str, Any]) -> StudyFacts:
@@ -61,7 +60,15 @@ class StudyFactsMixin:
         facts = StudyFacts.from_result_json(result)
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO study_facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO study_facts (study_instance_uid, pet_series_instance_uid,"
+                " patient_id, issuer_of_patient_id, tracer, scan_time, injection_time,"
+                " result_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (study_instance_uid, pet_series_instance_uid) DO UPDATE SET"
+                " patient_id = excluded.patient_id,"
+                " issuer_of_patient_id = excluded.issuer_of_patient_id,"
+                " tracer = excluded.tracer, scan_time = excluded.scan_time,"
+                " injection_time = excluded.injection_time, result_json = excluded.result_json,"
+                " recorded_at = excluded.recorded_at",
                 (
                     facts.study_instance_uid,
                     facts.pet_series_instance_uid,
@@ -71,7 +78,7 @@ class StudyFactsMixin:
                     _iso(facts.scan_time),
                     _iso(facts.injection_time),
                     json.dumps(result),
-                    time.time(),
+                    self._now(),
                 ),
             )
         return facts

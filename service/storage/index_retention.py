@@ -7,10 +7,10 @@ A mixin of :class:`service.storage.index.Index` (same connections and lock), as
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from service.storage.index_exports import ExportState
 from service.storage.study_state import StudyState
@@ -20,8 +20,9 @@ class RetentionMixin:
     """Methods of :class:`service.storage.index.Index` for :mod:`service.storage.retention`."""
 
     _lock: threading.RLock
-    _db: sqlite3.Connection
-    _transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _db: Any
+    _transaction: Callable[[], AbstractContextManager[Any]]
+    _now: Callable[[], float]
     """Provided by :class:`service.storage.index.Index`."""
 
     def purgeable_studies(self, delivered_before: float) -> list[str]:
