@@ -8,6 +8,7 @@ the connection the node accepts is always haproxy's, from 127.0.0.1.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -61,6 +62,11 @@ def test_the_allow_list_and_the_logs_see_the_scanner_behind_haproxy(
         with socket.create_connection(("127.0.0.1", node_port), timeout=10) as sock:
             sock.sendall(b"\x01\x00\x00\x00\x00\x44" + bytes(68))
             assert sock.recv(1024) == b""  # closed, no A-ASSOCIATE-AC
+        # a hostile PDU through the balancer: the audit line names the scanner, not haproxy
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10,
+                                      source_address=("127.0.0.2", 0)) as sock:
+            sock.sendall(b"\x01\x00\x7f\xff\xff\xff")
+            assert sock.recv(1024) == b""
         assert _store_from("127.0.0.3", proxy.port) == (True, 0)  # still serving
     finally:
         if node is not None:
@@ -73,6 +79,7 @@ def test_the_allow_list_and_the_logs_see_the_scanner_behind_haproxy(
         in log
     assert "connection refused at accept from 127.0.0.2: host not in node.proxy_from" in log
     assert "not a PROXY v2 header" in log
+    assert re.search(r"connection from 127\.0\.0\.2:\d+ closed: PDU of 2147483647 bytes", log)
     # haproxy's health checks (every 0.5 s, LOCAL headers) are served and not audited
     assert "names no scanner" not in log and "closed before any byte" not in log
     assert "closed inside the PROXY" not in log

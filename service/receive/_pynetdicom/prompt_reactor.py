@@ -163,7 +163,12 @@ class PromptSocket(AssociationSocket):
         return max(announced, ASSOCIATION_PDU_MAX_BYTES)
 
     def get_remote_address_text(self) -> str:
-        """``host:port`` of the peer, for the audit line."""
+        """``host:port`` of the peer, for the audit line: the association's requestor (behind
+        a load balancer the scanner named in the PROXY header), else the socket's peer."""
+        requestor = getattr(getattr(self, "_assoc", None), "requestor", None)
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            if requestor is not None and requestor.address:
+                return f"{requestor.address}:{requestor.port}"
         with contextlib.suppress(OSError, AttributeError):
             host, port = cast(socket.socket, self.socket).getpeername()[:2]
             return f"{host}:{port}"
