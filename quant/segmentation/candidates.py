@@ -131,12 +131,12 @@ def separate(
         if piece.sum() < min_voxels or seeds.size == 0:
             continue
         seed = seeds[int(np.argmax(own_suv.ravel()[seeds]))]
-        index = (*(int(v) for v in np.unravel_index(seed, piece.shape)),)
-        at = (index[0], index[1], index[2])
+        k, j, i = (int(v) for v in np.unravel_index(seed, piece.shape))
+        at = (k, j, i)
         basin = piece & (smooth <= smooth[at])
         own = float(own_suv[component_at(basin, at)].max())
         if organ_distance is not None and spacing is not None:
-            basin |= piece & (_distance_to(index, piece.shape, spacing) <= organ_distance)
+            basin |= piece & (_distance_to(at, piece.shape, spacing) <= organ_distance)
         basin = component_at(basin, at)
         if basin.sum() >= min_voxels:
             full = np.zeros(region.shape, dtype=bool)
