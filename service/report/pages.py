@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 
 from quant.figure_registry import FIGURE_LABELS
 from quant.longitudinal.pairing import PAIR_KIND_TEXT, PairKind
@@ -129,10 +131,23 @@ def _headline(result: dict[str, Any] | None) -> str:
             f"T/M max {top['tm_max']:.2f}, {len(lesions)} lesion(s)")
 
 
+def _object_label(kind: str, path: str) -> str:
+    """``SEG hypoxic T/M>=1.5 (hypoxnode)``: the kind and the object's series description, so
+    the regions SEG and each hypoxic SEG can be told apart; the kind alone if unreadable."""
+    try:
+        description = dcmread(path, stop_before_pixels=True,
+                              specific_tags=["SeriesDescription"]).get("SeriesDescription", "")
+    except (OSError, InvalidDicomError):
+        return kind
+    return f"{kind} {description}" if description else kind
+
+
 def study_detail(study: dict[str, Any]) -> str:
     """One study: state, reason of a failure, figures, summary image, exports."""
     uid = study["study_instance_uid"]
     kinds = {row["sop_instance_uid"]: str(row["kind"]) for row in study["results"]}
+    labels = {row["sop_instance_uid"]: _object_label(str(row["kind"]), str(row["path"]))
+              for row in study["results"]}
     result = study.get("result")
     return _render(
         "study_detail.html", f"Study {uid[-24:]}",
@@ -143,7 +158,7 @@ def study_detail(study: dict[str, Any]) -> str:
         comparison=_comparison(result["comparison"]) if result and result.get("comparison")
         else None,
         has_summary="SC" in kinds.values(),
-        exports=[{**e, "kind": kinds.get(e["sop_instance_uid"], e["sop_instance_uid"]),
+        exports=[{**e, "kind": labels.get(e["sop_instance_uid"], e["sop_instance_uid"]),
                   "when": _when(e["updated_at"])} for e in study["exports"]],
     )
 
