@@ -30,7 +30,8 @@ from service.report.metrics import Metrics
 from service.routing.priors_from_pacs import PriorsFromPacs
 from service.routing.router import Router
 from service.runtime.audit import audit, open_audit_file
-from service.storage.index import Index, IndexUnavailableError
+from service.storage.index import IndexUnavailableError
+from service.storage.index_open import open_index
 from service.storage.reconcile import reconcile
 from service.storage.retention import purge_delivered
 from service.storage.store import InstanceStore
@@ -53,7 +54,7 @@ class Node:
         self.metrics = Metrics()
         self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
         try:
-            self.index = Index(config.data_dir / "index.sqlite")
+            self.index = open_index(config, holder=True)
         except IndexUnavailableError as exc:
             log.critical("cannot start: %s", exc)  # one line, no traceback
             raise SystemExit(1) from None

@@ -51,6 +51,7 @@ class _Section(BaseModel):
 
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "Destination",
@@ -183,6 +184,26 @@ class RetentionConfig(_Section):
     check_interval_seconds: float = Field(default=3600.0, gt=0)
 
 
+class ClusterConfig(_Section):
+    """``[cluster]``: the index in PostgreSQL instead of ``data_dir/index.sqlite``.
+
+    Today one node holds the database (a second node on it is refused at start-up):
+    processing and exports are not yet spread over nodes by a job engine
+    (``docs/design/cluster.md``).
+    """
+
+    database_url: str = ""
+    """libpq connection string or URL, e.g. ``postgresql:///hypoxnode?host=/var/run/postgresql``
+    (a password belongs in ``~/.pgpass`` or ``PGPASSWORD``, not here). Empty: SQLite."""
+    node_id: str = ""
+    """This node's name in the database; empty: the host name."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the index lives in PostgreSQL."""
+        return bool(self.database_url)
+
+
 class StudyConfig(_Section):
     """``[study]``: when a study counts as complete."""
 
@@ -295,6 +316,7 @@ class Config(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     follow_up: FollowUpConfig = Field(default_factory=FollowUpConfig)
     destinations: list[Destination] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

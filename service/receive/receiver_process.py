@@ -29,7 +29,7 @@ from service.receive._pynetdicom.prompt_server import DispatchedAssociationServe
 from service.receive.dispatch import DONE, READY
 from service.receive.listener import dispatched_listener
 from service.runtime.logs import set_levels
-from service.storage.index import Index
+from service.storage.index_open import open_index
 from service.storage.store import InstanceStore
 
 log = logging.getLogger("hypoxnode.receivers")
@@ -156,7 +156,7 @@ def receiver_main(config: Config, channel: socket.socket, events: Connection,
     logging.getLogger("hypoxnode.audit").setLevel(logging.INFO)  # kept whatever the level
 
     store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
-    index = Index(config.data_dir / "index.sqlite")
+    index = open_index(config)
     metrics = ForwardedMetrics(sink)
     server = dispatched_listener(config, store, index, metrics)
     send_lock = threading.Lock()
