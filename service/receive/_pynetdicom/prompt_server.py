@@ -33,6 +33,7 @@ from service.receive.proxy_header import ProxyGate, ProxyHealthCheckError
 
 log = logging.getLogger("hypoxnode.listener")
 
+
 class PromptRequestHandler(RequestHandler):
     """pynetdicom's request handler, handing out prompt associations."""
 
