@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from service.config import Config
 from service.export.sender import Sender
+from service.pipeline.cluster_jobs import ClusterJobs, NodeStoppingError
 from service.pipeline.prior_lookup import follow_up_input
 from service.pipeline.processing import ProcessingOutcome
 from service.pipeline.worker_pool import WorkerPool
@@ -52,9 +54,10 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
+        self.store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes,
+                                   tmp_name=config.cluster.tmp_name)
         try:
-            self.index = open_index(config, holder=True)
+            self.index = open_index(config)
         except IndexUnavailableError as exc:
             log.critical("cannot start: %s", exc)  # one line, no traceback
             raise SystemExit(1) from None
@@ -68,6 +71,13 @@ class Node:
         self._receivers = ReceiverPool(config, self.metrics)
         self._http: HttpServer | None = None
         self._audit_handler: logging.Handler | None = None
+        self._finished = threading.Condition()
+        self._stopping = False
+        self.jobs = ClusterJobs(
+            config.cluster.database_url, config.cluster.node_name, self._process_job,
+            lambda: self.sender.run_once(wait=True), concurrency=config.quant.workers,
+            stalled_after_s=config.cluster.stalled_after_s,
+        ) if config.cluster.enabled else None
 
     @property
     def port(self) -> int:
@@ -98,14 +108,18 @@ class Node:
             raise IndexUnavailableError(
                 f"the index {self.index.path} cannot be read or written: {exc}") from exc
         self.workers.start()
+        if self.jobs is not None:
+            self.jobs.start()
         self.scheduler.add_job(
             self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
             id="check-studies", max_instances=1, coalesce=True,
         )
-        self.scheduler.add_job(
-            self.sender.run_once, "interval", seconds=self.config.export.check_interval_seconds,
-            kwargs={"wait": False}, id="send-results", max_instances=1, coalesce=True,
-        )
+        if self.jobs is None:  # in a cluster, delivery is a job (service.pipeline.cluster_jobs)
+            self.scheduler.add_job(
+                self.sender.run_once, "interval",
+                seconds=self.config.export.check_interval_seconds,
+                kwargs={"wait": False}, id="send-results", max_instances=1, coalesce=True,
+            )
         self.scheduler.add_job(
             self.router.run_once, "interval", seconds=self.config.routing.check_interval_seconds,
             id="routing", max_instances=1, coalesce=True,
@@ -141,6 +155,7 @@ class Node:
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Stop receiving, let in-flight associations finish, stop jobs and workers."""
+        self._stopping = True
         self._receivers.stop(grace_s)
         if self._server is not None:
             server, self._server = self._server, None
@@ -151,6 +166,8 @@ class Node:
                 assoc.join(max(0.0, deadline - time.monotonic()))
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.jobs is not None:
+            self.jobs.stop()
         if self._http is not None:
             self._http.stop()
             self._http = None
@@ -166,7 +183,7 @@ class Node:
 
     def _reconcile(self) -> None:
         """Make the index and the disk agree after any stop (:mod:`service.storage.reconcile`)."""
-        reconcile(self.store, self.index)
+        reconcile(self.store, self.index, requeue=self.jobs is None)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -184,7 +201,7 @@ class Node:
             if self.index.set_study_state(
                 study_uid, StudyState.QUEUED, expected=StudyState.RECEIVING
             ) and not self.router.take(study_uid):  # routing: ignored or forwarded only
-                self._submit(study_uid)
+                self._queue(study_uid)
 
     def _wake(self, job_id: str) -> None:
         """Run a scheduler job now instead of at its next interval."""
@@ -192,8 +209,38 @@ class Node:
         with contextlib.suppress(JobLookupError, RuntimeError):
             self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
-    def _submit(self, study_uid: str) -> None:
+    def _queue(self, study_uid: str) -> None:
+        """Process a study just moved to queued: here, or as a job any node of the cluster
+        takes."""
+        if self.jobs is not None:
+            self.jobs.queue_processing(study_uid)
+        else:
+            self._submit(study_uid)
+
+    def _process_job(self, study_uid: str, taken_over: bool) -> None:
+        """A cluster's ``process_study`` job: the study in this node's worker pool, returning
+        once it is recorded. ``taken_over``: the job of a node that went silent, whose study is
+        still processing: this node takes it over at the same generation."""
         generation = self.index.start_processing(study_uid)
+        if generation is None and taken_over:
+            study = self.index.study(study_uid)
+            if study is not None and study["state"] == StudyState.PROCESSING.value:
+                generation = int(study["generation"])
+                log.warning("study %s: taking over generation %d from a silent node",
+                            study_uid, generation)
+        if generation is None:
+            return  # moved on meanwhile (new instances, another job)
+        self._submit(study_uid, generation)
+        while study_uid in self.workers.in_flight() and not self._stopping:
+            with self._finished:
+                self._finished.wait(0.5)
+        self._collect_finished()
+        if self._stopping and study_uid in self.workers.in_flight():
+            raise NodeStoppingError(f"node stopping while processing study {study_uid}")
+
+    def _submit(self, study_uid: str, generation: int | None = None) -> None:
+        if generation is None:
+            generation = self.index.start_processing(study_uid)
         if generation is None or not self.workers.running:
             return
         paths = [record.path for record in self.index.study_instances(study_uid)]
@@ -223,6 +270,8 @@ class Node:
     def _collect_finished(self) -> None:
         for finished in self.workers.collect():
             self._record(finished.outcome, finished.generation)
+        with self._finished:
+            self._finished.notify_all()
 
     def _process_again(self, study_uid: str) -> None:
         """A study whose worker died goes back to receiving, to be processed again."""
@@ -249,7 +298,11 @@ class Node:
             if outcome.result is not None:
                 self.index.record_study_facts(outcome.result)
             self.priors.study_done(study_uid, outcome.result)  # none here: ask the PACS
-            self._wake("send-results")  # deliver now rather than at the next sender tick
+            # deliver now rather than at the next sender tick
+            if self.jobs is not None:
+                self.jobs.wake_delivery()
+            else:
+                self._wake("send-results")
             log.info(
                 "study %s done: %d lesion(s), %d result object(s) queued for %d destination(s)"
                 " (%s)",
@@ -280,7 +333,7 @@ class Node:
         """Quantify a done or failed study again now; False while it is busy."""
         for state in (StudyState.DONE, StudyState.FAILED):
             if self.index.set_study_state(study_uid, StudyState.QUEUED, expected=state):
-                self._submit(study_uid)
+                self._queue(study_uid)
                 return True
         return False
 
@@ -319,6 +372,8 @@ class Node:
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],
             "in_flight": self.workers.in_flight(),
+            "cluster": {"node_id": self.config.cluster.node_name, "jobs": self.jobs.counts()}
+            if self.jobs is not None else None,
             "routing": self.router.recent(),
             "priors_from_pacs": self.priors.recent(),
             "quarantined": self.store.quarantined(),

@@ -271,13 +271,16 @@ class Haproxy:
         stop_process(self.process)
 
 
-def start_haproxy(workdir: Path, backends: list[int], port: int | None = None) -> Haproxy:
-    """haproxy on loopback ``port`` balancing over the node ports ``backends`` with
-    ``send-proxy-v2`` (``deploy/haproxy.cfg`` is the production form); foreground, by PID."""
+def start_haproxy(workdir: Path, backends: list[int], port: int | None = None,
+                  proxy_protocol: bool = True) -> Haproxy:
+    """haproxy on loopback ``port`` balancing over the node ports ``backends`` (fewest
+    connections first), with ``send-proxy-v2`` unless ``proxy_protocol`` is False
+    (``deploy/haproxy.cfg`` is the production form); foreground, by PID."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    servers = "\n".join(f"    server node{i} 127.0.0.1:{backend} send-proxy-v2"
-                        " check check-send-proxy inter 500ms"
+    options = " send-proxy-v2 check check-send-proxy inter 500ms" if proxy_protocol \
+        else " check inter 500ms"
+    servers = "\n".join(f"    server node{i} 127.0.0.1:{backend}{options}"
                         for i, backend in enumerate(backends, 1))
     config = workdir / "haproxy.cfg"
     config.write_text(f"""global

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -185,23 +186,32 @@ class RetentionConfig(_Section):
 
 
 class ClusterConfig(_Section):
-    """``[cluster]``: the index in PostgreSQL instead of ``data_dir/index.sqlite``.
-
-    Today one node holds the database (a second node on it is refused at start-up):
-    processing and exports are not yet spread over nodes by a job engine
-    (``docs/design/cluster.md``).
+    """``[cluster]``: several nodes on one PostgreSQL index and one shared data folder;
+    processing and delivery run as jobs any node takes (:mod:`service.pipeline.cluster_jobs`).
     """
 
     database_url: str = ""
     """libpq connection string or URL, e.g. ``postgresql:///hypoxnode?host=/var/run/postgresql``
     (a password belongs in ``~/.pgpass`` or ``PGPASSWORD``, not here). Empty: SQLite."""
     node_id: str = ""
-    """This node's name in the database; empty: the host name."""
+    """This node's name among the nodes (jobs, partial files); empty: the host name."""
+    stalled_after_s: float = Field(default=30.0, ge=1.0)
+    """A node silent this long is taken for dead: its jobs run on another node."""
 
     @property
     def enabled(self) -> bool:
         """Whether the index lives in PostgreSQL."""
         return bool(self.database_url)
+
+    @property
+    def node_name(self) -> str:
+        """``node_id``, or the host name."""
+        return self.node_id or socket.gethostname()
+
+    @property
+    def tmp_name(self) -> str:
+        """This node's own folder of ``tmp/`` when nodes share the data folder, else ``""``."""
+        return self.node_name if self.enabled else ""
 
 
 class StudyConfig(_Section):

@@ -253,7 +253,7 @@ def _process_study(
         objects = build_result_objects(quantified, config, generation, previous, comparison)
         timings["build_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        store = InstanceStore(config.data_dir)
+        store = InstanceStore(config.data_dir, tmp_name=config.cluster.tmp_name)
         outputs = write_result_objects(
             objects, lambda data, kind, uid: store.write_result(data, study_instance_uid, kind,
                                                                 uid))

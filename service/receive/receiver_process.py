@@ -155,7 +155,8 @@ def receiver_main(config: Config, channel: socket.socket, events: Connection,
     set_levels(config.log.level)
     logging.getLogger("hypoxnode.audit").setLevel(logging.INFO)  # kept whatever the level
 
-    store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes)
+    store = InstanceStore(config.data_dir, min_free_bytes=config.node.min_free_bytes,
+                          tmp_name=config.cluster.tmp_name)
     index = open_index(config)
     metrics = ForwardedMetrics(sink)
     server = dispatched_listener(config, store, index, metrics)

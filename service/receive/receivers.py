@@ -90,7 +90,7 @@ class ReceiverPool:
         self._context = multiprocessing.get_context("spawn")
         self._dispatcher: Dispatcher | None = None
         self._receiver_config = config
-        self._spool_dir = InstanceStore(config.data_dir).tmp_dir
+        self._spool_dir = InstanceStore(config.data_dir, tmp_name=config.cluster.tmp_name).tmp_dir
         """Where receivers spool data sets (a dead one's partial files are removed)."""
         self._processes: dict[int, BaseProcess] = {}
         self._event_readers: dict[Connection, int] = {}

@@ -32,14 +32,6 @@ from service.storage.errors import IndexUnavailableError
 
 SCHEMA_LOCK = (7016, 1)
 """``pg_advisory_lock`` key of the schema bootstrap: a hypoxnode namespace, two ints."""
-NODE_LOCK = (7016, 2)
-"""Session advisory lock the one node using the database holds while it runs."""
-
-
-class DatabaseTakenError(IndexUnavailableError):
-    """Another node already holds the database."""
-
-
 class Row(tuple[Any, ...]):
     """A row by position (``row[0]``) and by column name (``row["state"]``), like
     ``sqlite3.Row``."""
@@ -141,22 +133,6 @@ class PgConnection:
                 raise IndexUnavailableError(f"index database: {exc}") from exc
             finally:
                 self._in_transaction.active = False
-
-    def hold_alone(self, node_id: str) -> None:
-        """Hold :data:`NODE_LOCK` on this connection for as long as it lives (it dies with the
-        node's process, however that ends).
-
-        Raises
-        ------
-        DatabaseTakenError
-            Another node holds it: several nodes need the job engine, not built yet.
-        """
-        row = self.execute("SELECT pg_try_advisory_lock(?, ?)", NODE_LOCK).fetchone()
-        if row is None or not row[0]:
-            raise DatabaseTakenError(
-                f"another hypoxnode node already uses this index database (this is {node_id}):"
-                " several nodes on one database need a job engine that is not built yet"
-                " (docs/design/cluster.md); give each node a database of its own")
 
     def close(self) -> None:
         """Close the connection."""

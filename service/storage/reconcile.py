@@ -28,8 +28,10 @@ from service.storage.store import InstanceConflictError, InstanceStore
 log = logging.getLogger("hypoxnode.node")
 
 
-def reconcile(store: InstanceStore, index: Index) -> None:
-    """Reconcile ``index`` with the files of ``store`` (module docstring)."""
+def reconcile(store: InstanceStore, index: Index, requeue: bool = True) -> None:
+    """Reconcile ``index`` with the files of ``store`` (module docstring). ``requeue``: put
+    studies left queued or processing back to receiving (not in a cluster, where they may be
+    another node's work: the job queue runs a dead node's jobs again)."""
     removed = store.clear_tmp()
     if removed:
         log.warning("removed %d partial file(s) left by an interrupted write", removed)
@@ -61,7 +63,7 @@ def reconcile(store: InstanceStore, index: Index) -> None:
             " them make their study due), %d quarantined in %s", recovered + quarantined,
             recovered, due, quarantined, store.quarantine_dir,
         )
-    requeued = index.requeue_interrupted()
+    requeued = index.requeue_interrupted() if requeue else []
     if requeued:
         log.warning("requeued %d study(ies) interrupted by the last stop", len(requeued))
 

@@ -65,14 +65,17 @@ class InstanceStore:
         Root of everything the node keeps. Created if missing.
     min_free_bytes
         Free-space floor: :meth:`has_room` is False below it.
+    tmp_name
+        A folder of ``tmp/`` of this node's own, when several nodes share ``data_dir``
+        (``[cluster]``): each clears only its own partial files.
     """
 
-    def __init__(self, data_dir: Path, min_free_bytes: int = 0) -> None:
+    def __init__(self, data_dir: Path, min_free_bytes: int = 0, tmp_name: str = "") -> None:
         self.root = Path(data_dir).resolve()
         self.min_free_bytes = min_free_bytes
         self.instances_dir = self.root / "instances"
         self.results_dir = self.root / "results"
-        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir = self.root / "tmp" / tmp_name if tmp_name else self.root / "tmp"
         self.locks_dir = self.root / "locks"
         self.quarantine_dir = self.root / "quarantine"
         for directory in (self.instances_dir, self.results_dir, self.tmp_dir, self.locks_dir):

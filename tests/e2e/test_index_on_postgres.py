@@ -1,25 +1,22 @@
-"""``hypoxnode serve`` with its index in a real PostgreSQL (``[cluster] database_url``).
+"""One ``hypoxnode serve`` with ``[cluster] database_url``: its index and job queue in a
+real PostgreSQL, its two receiving processes writing to it.
 
-The node and its two receiving processes open the database; DCMTK storescu pushes a study;
-it is processed and its result objects delivered to a pynetdicom PACS, and every row is in
-PostgreSQL, none in SQLite. A second node on the same database is refused at start-up with
-the reason (several nodes need the job engine, not built yet). The node is SIGKILLed: the
-database lets the next node in at once.
+DCMTK storescu pushes a study; it is processed and its result objects delivered to a
+pynetdicom PACS by jobs, and every row is in PostgreSQL, none in SQLite. (Three nodes:
+``tests/e2e/test_cluster.py``.)
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from service.synthetic import make_study, write_study
-from tests.peers import free_port, result_object_count, storescu, wait_for
+from tests.peers import result_object_count, storescu, wait_for
 from tests.postgres import postgres_cluster
-from tests.reliability import destination_toml, http_json, node_toml, start_test_node
+from tests.reliability import destination_toml, http_json, start_test_node
 
 pytestmark = pytest.mark.e2e
 
@@ -49,28 +46,13 @@ def test_a_node_keeps_its_index_in_postgres(tmp_path: Path,
             wait_for(delivered, 180, "the study processed and delivered")
             info = http_json(port, f"/api/studies/{study_uid}")
 
-            # a second node on the same database: refused, with the reason, nothing changed
-            second = tmp_path / "second"
-            second.mkdir()
-            (second / "hypoxnode.toml").write_text(
-                node_toml(second / "data", free_port(), http_port=None, stable_seconds=1.0,
-                          node_extra="", sections=cluster_toml))
-            refused = subprocess.run(
-                [sys.executable, "-m", "service", "serve", "--config",
-                 str(second / "hypoxnode.toml")], capture_output=True, text=True, timeout=60)
-            assert refused.returncode != 0
-            assert "another hypoxnode node already uses this index database" in (
-                refused.stdout + refused.stderr)
         finally:
-            node.kill()
+            assert node.stop() == 0
         with psycopg.connect(url) as db:
             instances = db.execute("SELECT count(*) FROM instances WHERE study_instance_uid"
                                    " = %s", (study_uid,)).fetchone()
             state = db.execute("SELECT state, generation FROM studies WHERE"
                                " study_instance_uid = %s", (study_uid,)).fetchone()
-        # SIGKILLed: its session lock went with it, so the next node starts on the database
-        again = start_test_node(tmp_path / "node", http=False, sections=cluster_toml)
-        again.stop()
     assert instances is not None and instances[0] == len(files)
     assert state == ("done", 1)
     assert len(received) == result_object_count(info["result"])
