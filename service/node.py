@@ -212,10 +212,16 @@ class Node:
     def _queue(self, study_uid: str) -> None:
         """Process a study just moved to queued: here, or as a job any node of the cluster
         takes."""
-        if self.jobs is not None:
-            self.jobs.queue_processing(study_uid)
-        else:
+        if self.jobs is None:
             self._submit(study_uid)
+            return
+        try:
+            self.jobs.queue_processing(study_uid)
+        except Exception as exc:  # the queue unreachable: due again at a later check
+            self.index.set_study_state(study_uid, StudyState.RECEIVING,
+                                       expected=StudyState.QUEUED)
+            log.error("study %s: could not queue its processing job (%s); trying again",
+                      study_uid, exc)
 
     def _process_job(self, study_uid: str, taken_over: bool) -> None:
         """A cluster's ``process_study`` job: the study in this node's worker pool, returning

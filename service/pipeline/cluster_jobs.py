@@ -37,7 +37,7 @@ from procrastinate import (
     RetryStrategy,
     SyncPsycopgConnector,
 )
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, AppNotOpen, ConnectorException
 
 log = logging.getLogger("hypoxnode.cluster")
 
@@ -173,8 +173,9 @@ class ClusterJobs:
             ).defer(study_instance_uid=study_instance_uid)
 
     def wake_delivery(self) -> None:
-        """Deliver now rather than at the next periodic pass."""
-        with contextlib.suppress(AlreadyEnqueued):
+        """Deliver now rather than at the next periodic pass (best effort: when the queue
+        cannot be reached or this node is stopping, the periodic pass delivers)."""
+        with contextlib.suppress(AlreadyEnqueued, AppNotOpen, ConnectorException):
             self._defer_app.configure_task(
                 "deliver", queue=DELIVERY_QUEUE, queueing_lock="deliver", lock="deliver",
             ).defer(timestamp=0)
