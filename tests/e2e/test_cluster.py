@@ -71,7 +71,8 @@ def _start(workdir: Path, toml: str, port: int) -> NodeProcess:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path: Path, pacs_port: int) -> Iterator[Cluster]:
+def running_cluster(tmp_path: Path, pacs_port: int, stable_seconds: float = 2.0
+                    ) -> Iterator[Cluster]:
     """Three nodes (node1-3) on a throwaway PostgreSQL and one data folder, haproxy in front,
     results to a PACS on ``pacs_port``."""
     with postgres_cluster() as postgres:
@@ -84,7 +85,7 @@ def running_cluster(tmp_path: Path, pacs_port: int) -> Iterator[Cluster]:
             sections = (f'[cluster]\ndatabase_url = "{url}"\nnode_id = "node{number}"\n'
                         "stalled_after_s = 3\n[quant]\nworkers = 1\n"
                         + destination_toml("PACS", pacs_port))
-            toml = node_toml(shared, port, http_port=free_port(), stable_seconds=2.0,
+            toml = node_toml(shared, port, http_port=free_port(), stable_seconds=stable_seconds,
                              node_extra="receiver_processes = 1", sections=sections)
             configs.append((tmp_path / f"node{number}", toml, port))
         cluster = Cluster([], proxy, url, postgres, configs)
@@ -373,3 +374,64 @@ def test_postgres_restarted_mid_push_never_acknowledges_without_a_row(
     assert http is not None
     wait_for(_delivered(http, [uid]), 240, "the study processed after the restart")
     assert http_json(http, f"/api/studies/{uid}")["generation"] >= 1
+
+
+def _verbose_push(files: list[Path], port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    """``storescu -v`` through haproxy, its output lines collected as they come."""
+    sender = subprocess.Popen(
+        [require_tool("storescu"), "-v", "-aet", "SCANNER", "-aec", "HYPOXNODE", "127.0.0.1",
+         str(port), *map(str, files)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(sender.stdout.readline, "")),  # type: ignore[union-attr]
+                     daemon=True).start()
+    return sender, lines
+
+
+def test_the_receiving_node_killed_mid_push_loses_nothing_acknowledged(
+        tmp_path: Path, pacs: tuple[int, list[str]]) -> None:
+    """The node an association landed on is SIGKILLed in the middle of the push; the scanner
+    sends what was not acknowledged again (haproxy takes it to a live node): every
+    acknowledged instance is on disk and indexed, and the study is processed and delivered
+    once."""
+    _, received = pacs
+    study = make_study(field_of_view="whole_body", seed=9, patient_id="CLRECV")
+    uid = str(study.pet[0].StudyInstanceUID)
+    files = write_study(study, tmp_path / "scanner")
+    with running_cluster(tmp_path, pacs[0], stable_seconds=8.0) as cluster:
+        before = [n.log().count("association accepted from SCANNER") for n in cluster.nodes]
+        sender, lines = _verbose_push(files, cluster.proxy.port)
+        wait_for(lambda: "".join(lines).count("Received Store Response") >= 40, 120,
+                 "40 instances acknowledged", 0.02)
+        receiving = [n for n, b in zip(cluster.nodes, before, strict=True)
+                     if n.log().count("association accepted from SCANNER") > b]
+        assert len(receiving) == 1
+        receiving[0].kill()
+        sender.wait(300)
+        answered = store_results("".join(lines))
+        acknowledged = {f for f, status in answered.items() if status == "Success"}
+        pending = [f for f in files if str(f) not in acknowledged]
+        assert pending, "the push ended before the kill"
+
+        def resumed() -> bool:  # the scanner retries until a live node takes the rest
+            again = subprocess.run(
+                [require_tool("storescu"), "-aet", "SCANNER", "-aec", "HYPOXNODE",
+                 "127.0.0.1", str(cluster.proxy.port), *map(str, pending)],
+                capture_output=True, text=True, timeout=300)
+            return again.returncode == 0
+
+        wait_for(resumed, 60, "the rest sent to a live node", 0.5)
+        survivor = next(n for n in cluster.nodes if n is not receiving[0])
+        assert survivor.http_port is not None
+        wait_for(_delivered(survivor.http_port, [uid]), 300, "the study processed, delivered")
+        info = http_json(survivor.http_port, f"/api/studies/{uid}")
+        with psycopg.connect(cluster.database_url) as db:
+            rows = dict(db.execute("SELECT sop_instance_uid, path FROM instances").fetchall())
+    sop_of = {str(f): str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+              for f in files}
+    for name in acknowledged:
+        path = rows.get(sop_of[name])
+        assert path is not None and Path(path).is_file(), f"acknowledged {name} lost"
+    assert len(rows) == len(files)
+    assert info["generation"] == 1
+    assert sorted(Counter(received).values()) == [1] * result_object_count(info["result"])
