@@ -42,6 +42,11 @@ from service.storage.study_state import StudyState
 log = logging.getLogger("hypoxnode.node")
 
 
+RECORD_GRACE_S = 30.0
+"""How long a cluster job waits for a study that left the worker pool to be recorded before
+handing the job back."""
+
+
 class Node:
     """One hypoxnode instance.
 
@@ -114,6 +119,9 @@ class Node:
             self.check_studies, "interval", seconds=self.config.study.check_interval_seconds,
             id="check-studies", max_instances=1, coalesce=True,
         )
+        if self.jobs is not None:
+            self.scheduler.add_job(self.jobs.heartbeat, "interval", seconds=5,
+                                   id="cluster-heartbeat", max_instances=1, coalesce=True)
         if self.jobs is None:  # in a cluster, delivery is a job (service.pipeline.cluster_jobs)
             self.scheduler.add_job(
                 self.sender.run_once, "interval",
@@ -237,12 +245,20 @@ class Node:
         if generation is None:
             return  # moved on meanwhile (new instances, another job)
         self._submit(study_uid, generation)
-        while study_uid in self.workers.in_flight() and not self._stopping:
+        left_pool_at: float | None = None
+        while True:  # until the study is recorded (done or failed) or moved on
+            study = self.index.study(study_uid)
+            if study is None or study["state"] != StudyState.PROCESSING.value \
+                    or int(study["generation"]) != generation:
+                return
+            if self._stopping:
+                raise NodeStoppingError(f"node stopping while processing study {study_uid}")
+            if study_uid not in self.workers.in_flight():  # being recorded, or lost
+                left_pool_at = left_pool_at or time.monotonic()
+                if time.monotonic() - left_pool_at > RECORD_GRACE_S:
+                    raise NodeStoppingError(f"study {study_uid} left the worker pool unrecorded")
             with self._finished:
                 self._finished.wait(0.5)
-        self._collect_finished()
-        if self._stopping and study_uid in self.workers.in_flight():
-            raise NodeStoppingError(f"node stopping while processing study {study_uid}")
 
     def _submit(self, study_uid: str, generation: int | None = None) -> None:
         if generation is None:
@@ -359,6 +375,12 @@ class Node:
             counts.get(StudyState.QUEUED.value, 0) + counts.get(StudyState.PROCESSING.value, 0)
         )
         self.metrics.exports_pending.set(self.index.export_counts().get("pending", 0))
+        if self.jobs is not None:
+            jobs = self.jobs.overview()["jobs"]
+            assert isinstance(jobs, dict)
+            for key, count in jobs.items():
+                queue, status = key.split("/", 1)
+                self.metrics.cluster_jobs.labels(queue=queue, status=status).set(count)
 
     def status(self) -> dict[str, object]:
         """Node-level status for the API and the home page."""
@@ -378,8 +400,7 @@ class Node:
             "exports": self.index.export_counts(),
             "destinations": [d.key for d in self.config.destinations],
             "in_flight": self.workers.in_flight(),
-            "cluster": {"node_id": self.config.cluster.node_name, "jobs": self.jobs.counts()}
-            if self.jobs is not None else None,
+            "cluster": self.jobs.overview() if self.jobs is not None else None,
             "routing": self.router.recent(),
             "priors_from_pacs": self.priors.recent(),
             "quarantined": self.store.quarantined(),

@@ -48,8 +48,9 @@ DELIVERY_QUEUE = "delivery"
 
 
 class NodeStoppingError(RuntimeError):
-    """The node stops while a study of a job is in its worker pool: the job goes back to the
-    queue for another node (or this one, started again) to take over."""
+    """The node cannot finish a job's study (it is stopping, or the study left its worker
+    pool unrecorded): the job goes back to the queue for another node (or this one, started
+    again) to take over."""
 
 
 class ClusterJobs:
@@ -118,12 +119,21 @@ class ClusterJobs:
                 assert job.id is not None
                 await manager.retry_job_by_id_async(job.id, retry_at=now)
 
+    def heartbeat(self) -> None:
+        """Say this node is alive (``hypoxnode_nodes``, for the status page)."""
+        with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("INSERT INTO hypoxnode_nodes (node_id, last_seen) VALUES (%s, now())"
+                         " ON CONFLICT (node_id) DO UPDATE SET last_seen = now()",
+                         (self.node_id,))
+
     def install_schema(self) -> None:
         """Create Procrastinate's tables once, whichever node starts first."""
         with psycopg.connect(self._url, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s, %s)", SCHEMA_LOCK)
             try:
                 found = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+                conn.execute("CREATE TABLE IF NOT EXISTS hypoxnode_nodes (node_id TEXT PRIMARY"
+                             " KEY, last_seen TIMESTAMPTZ NOT NULL)")
                 if found is None or found[0] is None:
                     with self._defer_app.open():
                         self._defer_app.schema_manager.apply_schema()
@@ -134,6 +144,7 @@ class ClusterJobs:
     def start(self) -> None:
         """Install the schema if needed, open the deferring app, start the worker thread."""
         self.install_schema()
+        self.heartbeat()
         self._defer_app.open()
         self._thread = threading.Thread(target=self._run, name="cluster-jobs", daemon=True)
         self._thread.start()
@@ -180,12 +191,22 @@ class ClusterJobs:
                 "deliver", queue=DELIVERY_QUEUE, queueing_lock="deliver", lock="deliver",
             ).defer(timestamp=0)
 
-    def counts(self) -> dict[str, int]:
-        """Jobs per ``queue/task status``, for the status page."""
-        rows = self._defer_app.connector.execute_query_all(
+    def overview(self) -> dict[str, object]:
+        """What the whole cluster is doing: jobs per ``queue/status``, and every node that ever
+        started with the seconds since it last said it was alive (:meth:`heartbeat`)."""
+        connector = self._defer_app.connector
+        jobs = connector.execute_query_all(
             "SELECT queue_name, status::text AS status, count(*) AS n FROM procrastinate_jobs"
-            " GROUP BY 1, 2")
-        return {f"{row['queue_name']}/{row['status']}": int(row["n"]) for row in rows}
+            " GROUP BY 1, 2 ORDER BY 1, 2")
+        workers = connector.execute_query_all(
+            "SELECT node_id AS name, extract(epoch FROM now() - last_seen)::float AS silent_s"
+            " FROM hypoxnode_nodes ORDER BY node_id")
+        return {
+            "node_id": self.node_id,
+            "jobs": {f"{row['queue_name']}/{row['status']}": int(row["n"]) for row in jobs},
+            "nodes": [{"name": row["name"], "silent_s": round(float(row["silent_s"]), 1)}
+                      for row in workers],
+        }
 
     def stop(self) -> None:
         """Stop the worker; a processing job running here raises :class:`NodeStoppingError`

@@ -49,3 +49,7 @@ class Metrics:
         self.exports_pending = Gauge(
             "hypoxnode_exports_pending", "Result objects waiting to be delivered", registry=r
         )
+        self.cluster_jobs = Gauge(
+            "hypoxnode_cluster_jobs", "Jobs of the whole cluster by queue and status",
+            ["queue", "status"], registry=r,
+        )

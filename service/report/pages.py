@@ -90,6 +90,7 @@ def study_list(
         "study_list.html", "hypoxnode",
         status=status,
         receivers=status.get("receiver_processes") or {},
+        cluster=status.get("cluster"),
         counts=", ".join(f"{k}: {v}" for k, v in sorted(status["studies"].items()))
         or "none yet",
         exports=", ".join(f"{k}: {v}" for k, v in sorted(status["exports"].items()))
