@@ -74,7 +74,7 @@ def _start(workdir: Path, toml: str, port: int) -> NodeProcess:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path: Path, pacs_port: int, stable_seconds: float = 2.0,
+def running_cluster(tmp_path: Path, pacs_port: int, stable_seconds: float = 5.0,
                     more_destinations: str = "") -> Iterator[Cluster]:
     """Three nodes (node1-3) on a throwaway PostgreSQL and one data folder, haproxy in front,
     results to a PACS on ``pacs_port`` (and ``more_destinations``)."""
