@@ -13,7 +13,8 @@ heartbeats) decides which node does what; there is no other broker and nothing h
   timestamp exists whatever the number of nodes, and its lock lets one node at a time run the
   delivery loop (:meth:`service.export.sender.Sender.run_once`), whose retries and back-off
   live in the ``exports`` table: they survive every node restarting.
-- ``retry_stalled``: periodic, puts the jobs of nodes silent for ``stalled_after_s`` back.
+- ``retry_stalled``: periodic, puts the jobs of nodes silent for ``stalled_after_s`` back;
+  ``prune_jobs``: hourly, deletes the periodic passes older than a day.
 
 Each node runs one Procrastinate worker in a thread of its own (an asyncio loop); tasks are
 plain functions run in Procrastinate's task threads. Jobs are deferred through a second,
@@ -61,7 +62,7 @@ class ClusterJobs:
     database_url
         ``[cluster] database_url``.
     node_id
-        This node's name (the worker's name in ``procrastinate_workers``).
+        This node's name (its worker's name in the logs, its row in ``hypoxnode_nodes``).
     process
         Runs one study in this node's worker pool and returns when it is recorded;
         ``(study_instance_uid, taken_over)``: ``taken_over`` when the job was put back after
@@ -108,7 +109,7 @@ class ClusterJobs:
 
         @app.periodic(cron="* * * * * */2", periodic_id="retry_stalled")
         @app.task(name="retry_stalled", queue=DELIVERY_QUEUE, queueing_lock="retry_stalled",
-                  pass_context=True)
+                  lock="retry_stalled", pass_context=True)
         async def retry_stalled(context: JobContext, timestamp: int) -> None:
             manager = context.app.job_manager
             now = datetime.now(UTC)
@@ -118,6 +119,13 @@ class ClusterJobs:
                             job.task_name)
                 assert job.id is not None
                 await manager.retry_job_by_id_async(job.id, retry_at=now)
+
+        @app.periodic(cron="17 * * * *", periodic_id="prune_jobs")
+        @app.task(name="prune_jobs", queue=DELIVERY_QUEUE, queueing_lock="prune_jobs",
+                  lock="prune_jobs", pass_context=True)
+        async def prune_jobs(context: JobContext, timestamp: int) -> None:
+            # the periodic passes (two every 2 s) once a day old; processing jobs are kept
+            await context.app.job_manager.delete_old_jobs(nb_hours=24, queue=DELIVERY_QUEUE)
 
     def heartbeat(self) -> None:
         """Say this node is alive (``hypoxnode_nodes``, for the status page)."""

@@ -176,13 +176,17 @@ class Index(ResultsExportsMixin, RetentionMixin, StudyFactsMixin):
         row = db.execute(
             "SELECT state FROM studies WHERE study_instance_uid = ?", (study_uid,)
         ).fetchone()
-        if row is None:
-            db.execute(
+        if row is None:  # another receiving process or node may create it at the same time
+            if db.execute(
                 "INSERT INTO studies (study_instance_uid, state, first_received_at,"
-                " last_received_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                " last_received_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (study_instance_uid) DO NOTHING",
                 (study_uid, StudyState.RECEIVING.value, when, when, when),
-            )
-            return
+            ).rowcount == 1:
+                return
+            row = db.execute(
+                "SELECT state FROM studies WHERE study_instance_uid = ?", (study_uid,)
+            ).fetchone()
         # New data after processing (or during it, or during a purge) makes the study due
         # again; a re-sent duplicate of an instance already processed changes nothing.
         if new_instance or row["state"] in (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.bench.cluster import markdown_lines as cluster_markdown
+
 FLAT_MB_PER_STUDY = 5.0
 """RSS growth per received study below which the main process counts as flat."""
 
@@ -200,6 +202,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"processing {_fmt(growth['slope_after_processing_mb_per_study'], 1)}, "
                   f"node + workers peak while processing {_fmt(tree_slope, 1)} (the worker "
                   "process outlives each study).", ""]
+    if result.get("cluster"):
+        lines += cluster_markdown(result["cluster"])
     lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     for t in targets(result):
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import ingest, latency
+from tests.bench.cluster import cluster_ingest
 from tests.bench.profile_ingest import profile_ingest
 from tests.bench.receivers import remove_tree
 from tests.bench.report import markdown, targets
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", type=Path, metavar="JSON",
                         help="re-render the Markdown of an earlier run's JSON and exit")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["ingest", "probe", "e2e", "growth", "profile"],
+                        choices=["ingest", "probe", "e2e", "growth", "cluster", "profile"],
                         help="leave a part out (repeatable; for development)")
     return parser
 
@@ -228,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                **e2e_settings)
         result["growth"] = {"study": ingest_spec.name, **grown}
         phase_done("growth")
+    if "cluster" not in args.skip:
+        say(f"cluster: {ingest_spec.name} through haproxy to 3 nodes x12 against 1 node x4")
+        result["cluster"] = cluster_ingest(ingest_copies[0], scratch / "cluster", code_dir,
+                                           runs=runs, progress=say)
+        phase_done("cluster")
     if "profile" not in args.skip:
         say("profile: processing (cProfile) and receiving (py-spy)")
         result["processing_profile"] = _profile_processing(
