@@ -135,6 +135,38 @@ def _push(files: list[Path], port: int, associations: int) -> list[subprocess.Po
     ]
 
 
+def _delivered(http: int, uids: list[str]) -> Callable[[], bool]:
+    def probe() -> bool:
+        for uid in uids:
+            info = http_json(http, f"/api/studies/{uid}")
+            assert info["state"] != "failed", info["error"]
+            if info["state"] != "done" or not info["exports"] or any(
+                    e["state"] != "sent" for e in info["exports"]):
+                return False
+        return True
+    return probe
+
+
+
+def _send_all(senders: list[subprocess.Popen[str]]) -> None:
+    """Wait for every storescu; each must succeed."""
+    for sender in senders:
+        output, _ = sender.communicate(timeout=300)
+        assert sender.returncode == 0, output[-2000:]
+
+
+def _processing_node(cluster: Cluster, uid: str) -> NodeProcess:
+    """The node that starts processing study ``uid`` (polled in its log)."""
+    found: list[NodeProcess] = []
+
+    def someone() -> bool:
+        found[:] = [n for n in cluster.nodes if f"processing study {uid}" in n.log()]
+        return bool(found)
+
+    wait_for(someone, 120, "a node to start processing the study", 0.05)
+    return found[0]
+
+
 def test_three_studies_over_three_nodes_are_processed_and_delivered_once(
         tmp_path: Path, orthanc: Orthanc, pacs: tuple[int, list[str]]) -> None:
     """Three studies, four associations each, through haproxy to three nodes; results to a
@@ -150,23 +182,10 @@ def _three_studies(tmp_path: Path, cluster: Cluster, orthanc: Orthanc,
                for seed in (1, 2, 3)]
     files = {str(s.pet[0].StudyInstanceUID): write_study(s, tmp_path / f"scanner{n}")
              for n, s in enumerate(studies)}
-    senders = [p for f in files.values() for p in _push(f, cluster.proxy.port, 4)]
-    for sender in senders:
-        output, _ = sender.communicate(timeout=300)
-        assert sender.returncode == 0, output[-2000:]
+    _send_all([p for f in files.values() for p in _push(f, cluster.proxy.port, 4)])
     http = cluster.nodes[0].http_port
     assert http is not None
-
-    def delivered() -> bool:
-        for uid in files:
-            info = http_json(http, f"/api/studies/{uid}")
-            assert info["state"] != "failed", info["error"]
-            if info["state"] != "done" or not info["exports"] or any(
-                    e["state"] != "sent" for e in info["exports"]):
-                return False
-        return True
-
-    wait_for(delivered, 300, "three studies processed and delivered")
+    wait_for(_delivered(http, list(files)), 300, "three studies processed and delivered")
     expected = 0
     for uid in files:
         info = http_json(http, f"/api/studies/{uid}")
@@ -208,29 +227,14 @@ def test_the_job_of_a_node_killed_while_processing_runs_on_another_node(
     study = make_study(field_of_view="pelvis", seed=4, patient_id="CLKILL")
     uid = str(study.pet[0].StudyInstanceUID)
     files = write_study(study, tmp_path / "scanner")
-    for sender in _push(files, cluster.proxy.port, 4):
-        output, _ = sender.communicate(timeout=300)
-        assert sender.returncode == 0, output[-2000:]
-    processing: list[NodeProcess] = []
-
-    def someone_processing() -> bool:
-        processing[:] = [n for n in cluster.nodes if f"processing study {uid}" in n.log()]
-        return bool(processing)
-
-    wait_for(someone_processing, 120, "a node to start processing the study", 0.05)
-    victim = processing[0]
+    _send_all(_push(files, cluster.proxy.port, 4))
+    victim = _processing_node(cluster, uid)
     victim.kill()
     survivors = [n for n in cluster.nodes if n is not victim]
     http = survivors[0].http_port
     assert http is not None
-
-    def delivered() -> bool:
-        info = http_json(http, f"/api/studies/{uid}")
-        assert info["state"] != "failed", info["error"]
-        return info["state"] == "done" and bool(info["exports"]) and all(
-            e["state"] == "sent" for e in info["exports"])
-
-    wait_for(delivered, 180, "the study processed on another node and delivered")
+    wait_for(_delivered(http, [uid]), 180,
+             "the study processed on another node and delivered")
     info = http_json(http, f"/api/studies/{uid}")
     assert info["generation"] == 1
     assert any("taking over generation 1" in n.log() for n in survivors), \
@@ -246,29 +250,14 @@ def test_a_node_stopped_while_processing_hands_its_job_back(
     _, received = pacs
     study = make_study(field_of_view="pelvis", seed=6, patient_id="CLSTOP")
     uid = str(study.pet[0].StudyInstanceUID)
-    for sender in _push(write_study(study, tmp_path / "scanner"), cluster.proxy.port, 2):
-        output, _ = sender.communicate(timeout=300)
-        assert sender.returncode == 0, output[-2000:]
-    processing: list[NodeProcess] = []
-
-    def someone_processing() -> bool:
-        processing[:] = [n for n in cluster.nodes if f"processing study {uid}" in n.log()]
-        return bool(processing)
-
-    wait_for(someone_processing, 120, "a node to start processing the study", 0.05)
-    stopped = processing[0]
+    _send_all(_push(write_study(study, tmp_path / "scanner"), cluster.proxy.port, 2))
+    stopped = _processing_node(cluster, uid)
     assert stopped.stop() == 0
     survivors = [n for n in cluster.nodes if n is not stopped]
     http = survivors[0].http_port
     assert http is not None
-
-    def delivered() -> bool:
-        info = http_json(http, f"/api/studies/{uid}")
-        assert info["state"] != "failed", info["error"]
-        return info["state"] == "done" and bool(info["exports"]) and all(
-            e["state"] == "sent" for e in info["exports"])
-
-    wait_for(delivered, 180, "the study processed on another node and delivered")
+    wait_for(_delivered(http, [uid]), 180,
+             "the study processed on another node and delivered")
     info = http_json(http, f"/api/studies/{uid}")
     assert info["generation"] == 1
     # the job went back to the queue and another node took the study over, unless the
@@ -277,18 +266,6 @@ def test_a_node_stopped_while_processing_hands_its_job_back(
         "taking over generation 1" in n.log() for n in survivors)
     assert handed_back or f"study {uid} done" in stopped.log()
     assert sorted(Counter(received).values()) == [1] * result_object_count(info["result"])
-
-
-def _delivered(http: int, uids: list[str]) -> Callable[[], bool]:
-    def probe() -> bool:
-        for uid in uids:
-            info = http_json(http, f"/api/studies/{uid}")
-            assert info["state"] != "failed", info["error"]
-            if info["state"] != "done" or not info["exports"] or any(
-                    e["state"] != "sent" for e in info["exports"]):
-                return False
-        return True
-    return probe
 
 
 def test_pacs_down_while_every_node_restarts_gets_each_object_once(tmp_path: Path) -> None:
@@ -302,9 +279,7 @@ def test_pacs_down_while_every_node_restarts_gets_each_object_once(tmp_path: Pat
     study = make_study(field_of_view="pelvis", seed=7, patient_id="CLDOWN")
     uid = str(study.pet[0].StudyInstanceUID)
     with running_cluster(tmp_path, pacs_port) as cluster:
-        for sender in _push(write_study(study, tmp_path / "scanner"), cluster.proxy.port, 2):
-            output, _ = sender.communicate(timeout=300)
-            assert sender.returncode == 0, output[-2000:]
+        _send_all(_push(write_study(study, tmp_path / "scanner"), cluster.proxy.port, 2))
         http = cluster.nodes[0].http_port
         assert http is not None
 
@@ -378,20 +353,11 @@ def test_postgres_restarted_mid_push_never_acknowledges_without_a_row(
     study = make_study(field_of_view="whole_body", seed=8, patient_id="CLPG")
     uid = str(study.pet[0].StudyInstanceUID)
     files = write_study(study, tmp_path / "scanner")
-    sender = subprocess.Popen(
-        [require_tool("storescu"), "-v", "-aet", "SCANNER", "-aec", "HYPOXNODE", "127.0.0.1",
-         str(cluster.proxy.port), *map(str, files)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(sender.stdout.readline, "")),
-                              daemon=True)  # type: ignore[union-attr]
-    reader.start()
+    lines, finish = _verbose_push(files, cluster.proxy.port)
     wait_for(lambda: "".join(lines).count("Received Store Response") >= 40, 120,
              "40 instances acknowledged", 0.02)
     cluster.postgres.restart()
-    sender.wait(300)
-    reader.join(30)
-    answered = store_results("".join(lines))
+    answered = store_results(finish())
     acknowledged = {f for f, status in answered.items() if status == "Success"}
     refused = [Path(f) for f in map(str, files) if f not in acknowledged]
     with psycopg.connect(cluster.database_url) as db:
@@ -401,25 +367,33 @@ def test_postgres_restarted_mid_push_never_acknowledges_without_a_row(
     stored = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in rows}
     assert set(by_sop) <= stored, "an instance acknowledged without its index row"
     assert refused, "the restart came too late to test anything"
-    for again in _push(refused, cluster.proxy.port, 1):
-        output, _ = again.communicate(timeout=300)
-        assert again.returncode == 0, output[-2000:]
+    _send_all(_push(refused, cluster.proxy.port, 1))
     http = cluster.nodes[2].http_port
     assert http is not None
     wait_for(_delivered(http, [uid]), 240, "the study processed after the restart")
     assert http_json(http, f"/api/studies/{uid}")["generation"] >= 1
 
 
-def _verbose_push(files: list[Path], port: int) -> tuple[subprocess.Popen[str], list[str]]:
-    """``storescu -v`` through haproxy, its output lines collected as they come."""
+def _verbose_push(files: list[Path], port: int) -> tuple[list[str], Callable[[], str]]:
+    """``storescu -v`` through haproxy: its output lines as they come, and a function that
+    waits for the sender and returns its whole output."""
     sender = subprocess.Popen(
         [require_tool("storescu"), "-v", "-aet", "SCANNER", "-aec", "HYPOXNODE", "127.0.0.1",
          str(port), *map(str, files)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    assert sender.stdout is not None
+    stdout = sender.stdout
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(sender.stdout.readline, "")),  # type: ignore[union-attr]
-                     daemon=True).start()
-    return sender, lines
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+
+    def finish() -> str:
+        sender.wait(300)
+        reader.join(30)
+        return "".join(lines)
+
+    return lines, finish
 
 
 def test_the_receiving_node_killed_mid_push_loses_nothing_acknowledged(
@@ -434,15 +408,14 @@ def test_the_receiving_node_killed_mid_push_loses_nothing_acknowledged(
     files = write_study(study, tmp_path / "scanner")
     with running_cluster(tmp_path, pacs[0], stable_seconds=8.0) as cluster:
         before = [n.log().count("association accepted from SCANNER") for n in cluster.nodes]
-        sender, lines = _verbose_push(files, cluster.proxy.port)
+        lines, finish = _verbose_push(files, cluster.proxy.port)
         wait_for(lambda: "".join(lines).count("Received Store Response") >= 40, 120,
                  "40 instances acknowledged", 0.02)
         receiving = [n for n, b in zip(cluster.nodes, before, strict=True)
                      if n.log().count("association accepted from SCANNER") > b]
         assert len(receiving) == 1
         receiving[0].kill()
-        sender.wait(300)
-        answered = store_results("".join(lines))
+        answered = store_results(finish())
         acknowledged = {f for f, status in answered.items() if status == "Success"}
         pending = [f for f in files if str(f) not in acknowledged]
         assert pending, "the push ended before the kill"
